@@ -1,0 +1,1 @@
+"""Dagster assets over the lake and anomaly_events."""

@@ -1,0 +1,1 @@
+"""Dagster jobs: thin wrappers that translate run context into calls on vigil/."""
