@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from vigil.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from vigil.services import ServiceStatus
 
 
 def _services_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -32,7 +36,7 @@ def _services_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if all(s.healthy or s.state in {"stopped", "off"} for s in statuses) else 1
 
 
-def _print_status(settings: Settings) -> list[object]:
+def _print_status(settings: Settings) -> list[ServiceStatus]:
     from vigil import services
 
     statuses = services.status(settings)
@@ -40,7 +44,7 @@ def _print_status(settings: Settings) -> list[object]:
     for entry in statuses:
         print(entry.line())
     print(f"lake: {settings.lake_url}")
-    return list(statuses)
+    return statuses
 
 
 def _db_migrate(settings: Settings, args: argparse.Namespace) -> int:

@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from typing import NamedTuple
+from urllib.parse import quote, unquote, urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,15 +87,15 @@ class _Env:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    def text(self, name: str, default: str | None = None) -> str | None:
         value = self._env.get(name, "").strip()
         return value or default
 
     def port(self, name: str, default: int) -> int:
-        return self.int(name, default, 1, 65535, "a TCP port number between 1 and 65535")
+        return self.integer(name, default, 1, 65535, "a TCP port number between 1 and 65535")
 
-    def int(self, name: str, default: int, low: int, high: int, expected: str) -> int:
-        raw = self.str(name)
+    def integer(self, name: str, default: int, low: int, high: int, expected: str) -> int:
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -106,7 +107,7 @@ class _Env:
         return value
 
     def url(self, name: str, schemes: tuple[str, ...], expected: str) -> str | None:
-        raw = self.str(name)
+        raw = self.text(name)
         if raw is None:
             return None
         parts = urlsplit(raw)
@@ -116,10 +117,10 @@ class _Env:
 
 
 def _read(env: _Env) -> Settings:
-    state_dir = Path(env.str("VIGIL_STATE_DIR") or PROJECT_ROOT / ".vigil").resolve()
-    cache_dir = Path(env.str("VIGIL_CACHE_DIR") or state_dir / "cache").resolve()
+    state_dir = Path(env.text("VIGIL_STATE_DIR") or PROJECT_ROOT / ".vigil").resolve()
+    cache_dir = Path(env.text("VIGIL_CACHE_DIR") or state_dir / "cache").resolve()
 
-    deployment = env.str("VIGIL_DEPLOYMENT", "vigil") or "vigil"
+    deployment = env.text("VIGIL_DEPLOYMENT", "vigil") or "vigil"
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", deployment):
         raise SettingsError("VIGIL_DEPLOYMENT", "1-64 letters, digits, '.', '_' or '-'", deployment)
 
@@ -130,20 +131,20 @@ def _read(env: _Env) -> Settings:
             "VIGIL_KAFKA_CONTROLLER_PORT", "a port different from VIGIL_KAFKA_PORT",
             str(kafka_controller_port),
         )
-    kafka_bootstrap = env.str("KAFKA_SERVER_1") or f"127.0.0.1:{kafka_port}"
+    kafka_bootstrap = env.text("KAFKA_SERVER_1") or f"127.0.0.1:{kafka_port}"
     if not all(_HOST_PORT.match(server.strip()) for server in kafka_bootstrap.split(",")):
         raise SettingsError(
             "KAFKA_SERVER_1", "comma-separated host:port bootstrap servers", kafka_bootstrap
         )
 
-    postgres = _read_postgres(env)
+    pg = _read_postgres(env)
     lake_url, bucket, prefix = _read_lake(env, state_dir)
 
-    role_arn = env.str("ROLE_ARN")
+    role_arn = env.text("ROLE_ARN")
     if role_arn is not None and not _ROLE_ARN.match(role_arn):
         raise SettingsError("ROLE_ARN", "an IAM role ARN like arn:aws:iam::123456789012:role/name",
                             role_arn)
-    region = env.str("AWS_REGION", "us-east-1") or "us-east-1"
+    region = env.text("AWS_REGION", "us-east-1") or "us-east-1"
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
         raise SettingsError("AWS_REGION", "an AWS region name such as eu-west-1", region)
 
@@ -154,11 +155,17 @@ def _read(env: _Env) -> Settings:
         kafka_bootstrap=kafka_bootstrap,
         kafka_port=kafka_port,
         kafka_controller_port=kafka_controller_port,
-        kafka_partitions=env.int("VIGIL_KAFKA_PARTITIONS", 3, 1, 1000,
+        kafka_partitions=env.integer("VIGIL_KAFKA_PARTITIONS", 3, 1, 1000,
                                  "a partition count between 1 and 1000"),
-        kafka_heap_mb=env.int("VIGIL_KAFKA_HEAP_MB", 512, 128, 16384,
+        kafka_heap_mb=env.integer("VIGIL_KAFKA_HEAP_MB", 512, 128, 16384,
                               "the broker heap in MiB, between 128 and 16384"),
-        **postgres,
+        database_url=pg.url,
+        postgres_embedded=pg.embedded,
+        postgres_host=pg.host,
+        postgres_port=pg.port,
+        postgres_db=pg.db,
+        postgres_user=pg.user,
+        postgres_password=pg.password,
         lake_url=lake_url,
         s3_bucket=bucket,
         s3_prefix=prefix,
@@ -173,12 +180,22 @@ def _read(env: _Env) -> Settings:
     )
 
 
-def _read_postgres(env: _Env) -> dict[str, object]:
-    host = env.str("POSTGRES_HOST")
+class _Postgres(NamedTuple):
+    url: str
+    embedded: bool
+    host: str
+    port: int
+    db: str
+    user: str
+    password: str
+
+
+def _read_postgres(env: _Env) -> _Postgres:
+    host = env.text("POSTGRES_HOST")
     port = env.port("POSTGRES_PORT", 5432 if host else 15432)
-    db = env.str("POSTGRES_DB", "vigil") or "vigil"
-    user = env.str("POSTGRES_USER", "vigil") or "vigil"
-    password = env.str("POSTGRES_PASSWORD", "vigil") or "vigil"
+    db = env.text("POSTGRES_DB", "vigil") or "vigil"
+    user = env.text("POSTGRES_USER", "vigil") or "vigil"
+    password = env.text("POSTGRES_PASSWORD", "vigil") or "vigil"
     database_url = env.url("DATABASE_URL", ("postgresql", "postgres"),
                            "a postgresql://user:password@host:port/db URL")
     if database_url is not None:
@@ -189,28 +206,24 @@ def _read_postgres(env: _Env) -> dict[str, object]:
             raise SettingsError("DATABASE_URL", "a postgresql:// URL with a numeric port",
                                 database_url) from None
         host, port = parts.hostname or "127.0.0.1", url_port
+        db = unquote(parts.path.lstrip("/")) or db
+        user = unquote(parts.username or "") or user
+        password = unquote(parts.password or "") or password
         database_url = "postgresql://" + database_url.split("://", 1)[1]
     else:
         database_url = (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
                         f"@{host or '127.0.0.1'}:{port}/{quote(db, safe='')}")
-    return {
-        "database_url": database_url,
-        "postgres_embedded": env.str("DATABASE_URL") is None and env.str("POSTGRES_HOST") is None,
-        "postgres_host": host or "127.0.0.1",
-        "postgres_port": port,
-        "postgres_db": db,
-        "postgres_user": user,
-        "postgres_password": password,
-    }
+    embedded = env.text("DATABASE_URL") is None and env.text("POSTGRES_HOST") is None
+    return _Postgres(database_url, embedded, host or "127.0.0.1", port, db, user, password)
 
 
 def _read_lake(env: _Env, state_dir: Path) -> tuple[str, str | None, str]:
-    bucket = env.str("S3_BUCKET")
+    bucket = env.text("S3_BUCKET")
     if bucket is not None and not _BUCKET.match(bucket):
         raise SettingsError("S3_BUCKET", "an S3 bucket name (3-63 lowercase letters, digits, "
                             "'.' or '-')", bucket)
-    prefix = (env.str("PREFIX", "") or "").strip("/")
-    lake_url = env.str("VIGIL_LAKE_URL")
+    prefix = (env.text("PREFIX", "") or "").strip("/")
+    lake_url = env.text("VIGIL_LAKE_URL")
     if lake_url is None:
         if bucket is not None:
             lake_url = f"s3://{bucket}/{prefix}".rstrip("/")

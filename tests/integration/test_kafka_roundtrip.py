@@ -29,14 +29,16 @@ def test_a_produced_message_is_consumed_back(stack: Settings, topic: str) -> Non
     p.produce(topic, value=payload, key=b"probe-key", on_delivery=on_delivery)
     assert p.flush(15) == 0
     (sent,) = delivered
+    partition, offset = sent.partition(), sent.offset()
+    assert partition is not None and offset is not None
 
     consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "test-probe",
                          "enable.auto.commit": False})
     try:
-        consumer.assign([TopicPartition(topic, sent.partition(), sent.offset())])
+        consumer.assign([TopicPartition(topic, partition, offset)])
         got = consumer.poll(15)
         assert got is not None and got.error() is None
-        assert (got.value(), got.key(), got.offset()) == (payload, b"probe-key", sent.offset())
+        assert (got.value(), got.key(), got.offset()) == (payload, b"probe-key", offset)
     finally:
         consumer.close()
 

@@ -31,5 +31,5 @@ def test_misnamed_files_are_refused(tmp_path: Path, bad_name: str) -> None:
 def test_duplicate_versions_are_refused(tmp_path: Path) -> None:
     (tmp_path / "0001_a.sql").write_text("SELECT 1;")
     (tmp_path / "0001_b.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="0001_b.sql: version 0001 is also used by 0001_a"):
+    with pytest.raises(MigrationError, match=r"0001_b\.sql: version 0001 is also used by 0001_a"):
         load(tmp_path)

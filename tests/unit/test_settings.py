@@ -42,6 +42,7 @@ def test_database_url_wins_and_dagster_gets_the_psycopg2_scheme() -> None:
     s = Settings.from_env({"DATABASE_URL": "postgres://u:p@pg:5433/x", "POSTGRES_PORT": "1"})
     assert s.database_url == "postgresql://u:p@pg:5433/x"
     assert (s.postgres_host, s.postgres_port) == ("pg", 5433)
+    assert (s.postgres_user, s.postgres_password, s.postgres_db) == ("u", "p", "x")
     assert s.dagster_storage_url == "postgresql+psycopg2://u:p@pg:5433/x"
     assert not s.postgres_embedded
 

@@ -6,6 +6,7 @@ some other program is never mistaken for ours.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,10 +109,8 @@ def stop(record: ProcessRecord, timeout: float = 30.0) -> None:
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         proc.send_signal(sig)
-    except psutil.NoSuchProcess:
-        pass
 
 
 def wait_until(ready: Callable[[], bool], *, what: str, timeout: float,

@@ -1,0 +1,75 @@
+"""`vigil run`: services + schema + Dagster UI in one command; SIGTERM/Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import stack_env
+from vigil.settings import PROJECT_ROOT
+
+
+def _graphql(port: int, query: str) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, object] = json.loads(response.read())
+    return answer
+
+
+def test_run_serves_the_dagster_ui_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "state")
+    port = int(env["VIGIL_DAGSTER_PORT"])
+    proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "run"], env=env,
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Dagster UI:"):
+                break
+        assert lines and lines[-1].startswith(f"Dagster UI: http://127.0.0.1:{port}"), lines
+        assert any("applied 0001_anomaly_events.sql" in line for line in lines)
+
+        family = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        records = {p.stem: json.loads(p.read_text())
+                   for p in (tmp_path / "state" / "run").glob("*.json")}
+        assert {"postgres", "kafka", "dagster"} <= set(records)
+
+        answer = _graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries "
+                                "{ name locationOrLoadError { __typename } } } } }")
+        entries = answer["data"]["workspaceOrError"]["locationEntries"]  # type: ignore[index]
+        assert entries == [{"name": "vigil",
+                            "locationOrLoadError": {"__typename": "RepositoryLocation"}}]
+
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
+        rest, _ = proc.communicate(timeout=120)
+        lines.append(rest)
+        assert proc.returncode == 0, "".join(lines)
+        assert "stopping the services this command started: postgres, kafka" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            subprocess.run([sys.executable, "-m", "vigil.cli", "services", "down"], env=env,
+                           check=False, capture_output=True)
+
+    pids = family + [int(r["pid"]) for r in records.values()]
+    time.sleep(0.5)
+    survivors = [pid for pid in pids if psutil.pid_exists(pid)
+                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert survivors == [], [psutil.Process(p).cmdline() for p in survivors]
+    assert list((tmp_path / "state" / "run").glob("*.json")) == []
