@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from vigil import cliargs
 from vigil.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -75,6 +77,92 @@ def _init(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+    from datetime import UTC, datetime
+
+    from vigil.generate import StreamSpec, SyntheticStream, resolve_scenarios
+    from vigil.kafka import ensure_topics
+    from vigil.produce import EventSender, LabelWriter, ProgressLine, produce_stream
+
+    names = (["all"] if args.scenarios == "all" else []) + (args.scenario or [])
+    try:
+        scenarios = resolve_scenarios(names) if names else ()
+    except ValueError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 2
+    rates = {t: r for t, r in args.rate.items() if args.topics is None or t in args.topics}
+    start = args.start or datetime.now(UTC).replace(microsecond=0)
+    spec = StreamSpec(seed=args.seed, start=start, rates=rates, scenarios=scenarios,
+                      horizon=float(args.duration or 3600))
+    labels_path = args.labels
+    if scenarios and labels_path is None:
+        labels_path = settings.state_dir / "labels" / f"produce-{start:%Y%m%dT%H%M%SZ}.jsonl"
+    created = ensure_topics(settings.kafka_bootstrap, list(rates), settings.kafka_partitions)
+    if created:
+        print(f"created topics: {', '.join(created)}")
+    pace = "as fast as possible" if args.speed is None else f"{args.speed:g}x real time"
+    print(f"producing to {settings.kafka_bootstrap}: "
+          + ", ".join(f"{t} {r:g}/s" for t, r in rates.items())
+          + f" of event time, {pace}, seed {args.seed}"
+          + (f", for {args.duration} s" if args.duration else ", until Ctrl-C")
+          + (f"\nscenarios: {', '.join(scenarios)}; labels -> {labels_path}" if scenarios
+             else ""), flush=True)
+    stop = {"requested": False}
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop["requested"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    sender = EventSender(settings.kafka_bootstrap)
+    labels = LabelWriter(labels_path)
+    progress = ProgressLine(sys.stderr, args.duration, sys.stderr.isatty())
+    report = produce_stream(sender, SyntheticStream(spec), list(rates), args.duration,
+                            args.speed, labels, progress, lambda: stop["requested"])
+    print(report.summary())
+    if labels_path is not None:
+        print(f"{labels.count} scenario label(s) written to {labels_path}")
+    return 1 if report.total(report.failed) else 0
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from vigil.events import event_type
+    from vigil.kafka import ensure_topics
+    from vigil.produce import EventSender
+    from vigil.replay import ReplayError, plan_replay, send_plan
+
+    kind = event_type(args.topic)
+    try:
+        plan = plan_replay(args.file, kind, dict(args.map or []), dict(args.set or []))
+    except ReplayError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 2
+    for name, how in plan.filled.items():
+        print(f"{name}: not in the file, filled with {how}")
+    shown = plan.bad if args.strict else plan.bad[:20]
+    for bad in shown[:1] if args.strict else shown:
+        print(f"{args.file.name} {bad.line}: {bad.reason}", file=sys.stderr)
+    if len(plan.bad) > len(shown):
+        print(f"... and {len(plan.bad) - len(shown)} more rows that do not fit the schema",
+              file=sys.stderr)
+    if plan.bad and args.strict:
+        print(f"vigil: --strict: stopped at the first row that does not fit {args.topic}; "
+              "nothing was sent", file=sys.stderr)
+        return 1
+    ensure_topics(settings.kafka_bootstrap, [args.topic], settings.kafka_partitions)
+    sender = EventSender(settings.kafka_bootstrap)
+    pace = "as fast as possible" if args.speed is None else f"at {args.speed:g}x"
+    print(f"replaying {plan.table.num_rows:,} of {plan.rows:,} rows from {args.file} to "
+          f"{args.topic} {pace}", flush=True)
+    send_plan(sender, plan, args.speed)
+    report = sender.report
+    print(report.summary() if report.queued else "nothing to send")
+    print(f"skipped {len(plan.bad):,} rows that do not fit the {args.topic} schema"
+          if plan.bad else "every row fit the schema")
+    return 1 if report.total(report.failed) else 0
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from vigil.platform import run_platform
 
@@ -101,6 +189,46 @@ def build_parser() -> argparse.ArgumentParser:
     db_cmds.add_parser("migrate", help="apply pending sql/ migrations").set_defaults(
         handler=_db_migrate)
 
+    prod = commands.add_parser(
+        "produce", help="send a synthetic stream with labelled anomaly scenarios to Kafka",
+        description="Send realistic logs, metrics and transactions; inject labelled "
+                    "anomaly scenarios. Rates are events per second of event time.")
+    prod.add_argument("--rate", type=cliargs.rates, default=cliargs.rates("100"),
+                      help="total events/s (split logs 50%%, metrics 20%%, transactions 30%%)"
+                           " or per topic: logs=200,metrics=50 (default 100)")
+    prod.add_argument("--duration", type=cliargs.duration, default=None,
+                      help="event time to produce: 90, 5m, 2h (default: until Ctrl-C)")
+    prod.add_argument("--speed", type=cliargs.speed, default=1.0,
+                      help="1 = real time (default), 60x, or max")
+    prod.add_argument("--scenario", action="append", metavar="NAME",
+                      help="inject a scenario (repeatable); see --list-scenarios")
+    prod.add_argument("--scenarios", choices=["all"], help="inject every scenario")
+    prod.add_argument("--list-scenarios", action="store_true", help="list scenarios and exit")
+    prod.add_argument("--seed", type=int, default=42, help="same seed, same stream")
+    prod.add_argument("--labels", type=Path, help="where to write ground-truth labels (JSONL)")
+    prod.add_argument("--start", type=cliargs.utc_time,
+                      help="event time of the first event (default: now)")
+    prod.add_argument("--topics", type=lambda s: [t.strip() for t in s.split(",")],
+                      help="comma-separated subset of logs,metrics,transactions")
+    prod.set_defaults(handler=_produce)
+
+    rep = commands.add_parser(
+        "replay", help="replay a CSV, NDJSON or Parquet file into a topic",
+        description="Send a real dataset's rows as events, keeping their timestamps. "
+                    "Example (NAB): vigil replay ec2_cpu_utilization_825cc2.csv "
+                    "--topic metrics --map value=cpu_percent --set service=ec2")
+    rep.add_argument("file", type=Path)
+    rep.add_argument("--topic", required=True, choices=["logs", "metrics", "transactions"])
+    rep.add_argument("--map", type=cliargs.assignment, action="append", metavar="COLUMN=FIELD",
+                     help="rename a file column to an event field (repeatable)")
+    rep.add_argument("--set", type=cliargs.assignment, action="append", metavar="FIELD=VALUE",
+                     help="give a field the same value on every event (repeatable)")
+    rep.add_argument("--speed", type=cliargs.speed, default=None,
+                     help="pace by the rows' timestamps: 1, 60x ... or max (default: max)")
+    rep.add_argument("--strict", action="store_true",
+                     help="stop at the first row that does not fit, before sending anything")
+    rep.set_defaults(handler=_replay)
+
     commands.add_parser(
         "init", help="apply migrations, create topics and the bucket on configured services"
     ).set_defaults(handler=_init)
@@ -114,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "list_scenarios", False):
+        from vigil.generate import SCENARIOS
+
+        for scenario in SCENARIOS.values():
+            print(f"{scenario.name:<20} {scenario.topic:<13} {scenario.description}")
+        return 0
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

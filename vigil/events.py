@@ -46,11 +46,16 @@ class Field:
     checks: tuple[tuple[Check, str], ...] = ()  # (check, what a valid value looks like)
 
 
+# A row check across fields: the table -> a boolean mask of rows that break it.
+RowCheck = Callable[[pa.Table], pa.ChunkedArray | pa.Array]
+
+
 @dataclass(frozen=True)
 class EventType:
     topic: str
     key: str  # the field that orders the stream: Kafka message key
     fields: tuple[Field, ...]
+    row_checks: tuple[tuple[RowCheck, str], ...] = ()
 
     @property
     def schema(self) -> pa.Schema:
@@ -98,12 +103,24 @@ def _id_field(name: str) -> Field:
     return Field(name, pa.string(), checks=_NOT_BLANK)
 
 
-def _percent(name: str) -> Field:
-    return Field(name, pa.float64(), checks=((_outside(0, 100), "a percentage 0-100"),))
+def _percent(name: str, required: bool = True) -> Field:
+    return Field(name, pa.float64(), required,
+                 checks=((_outside(0, 100), "a percentage 0-100"),))
 
 
-def _non_negative(name: str) -> Field:
-    return Field(name, pa.float64(), checks=((_outside(0), "a number >= 0"),))
+def _non_negative(name: str, required: bool = True) -> Field:
+    return Field(name, pa.float64(), required, checks=((_outside(0), "a number >= 0"),))
+
+
+_MEASUREMENTS = ("cpu_percent", "memory_percent", "latency_ms", "requests_per_sec", "error_rate")
+
+
+def _no_measurement(table: pa.Table) -> pa.ChunkedArray:
+    present = [pc.is_valid(table.column(name)) for name in _MEASUREMENTS]
+    any_present = present[0]
+    for more in present[1:]:
+        any_present = pc.or_(any_present, more)
+    return pc.invert(any_present)
 
 
 LOGS = EventType("logs", key="service", fields=(
@@ -118,18 +135,22 @@ LOGS = EventType("logs", key="service", fields=(
     Field("trace_id", pa.string(), required=False),
 ))
 
+# Measurements are each optional (agents report different subsets; a replayed series
+# carries one), but an event must carry at least one.
 METRICS = EventType("metrics", key="service", fields=(
     _id_field("event_id"),
     Field("timestamp", TIMESTAMP, checks=_TIME_RANGE),
     _id_field("service"),
     _id_field("host"),
-    _percent("cpu_percent"),
-    _percent("memory_percent"),
-    _non_negative("latency_ms"),
-    _non_negative("requests_per_sec"),
-    Field("error_rate", pa.float64(), checks=((_outside(0, 1), "a fraction 0-1"),)),
+    _percent("cpu_percent", required=False),
+    _percent("memory_percent", required=False),
+    _non_negative("latency_ms", required=False),
+    _non_negative("requests_per_sec", required=False),
+    Field("error_rate", pa.float64(), required=False,
+          checks=((_outside(0, 1), "a fraction 0-1"),)),
     Field("region", pa.string(), required=False),
-))
+), row_checks=((_no_measurement, "no measurement: at least one of "
+                + ", ".join(_MEASUREMENTS) + " is required"),))
 
 TRANSACTIONS = EventType("transactions", key="user_id", fields=(
     _id_field("event_id"),
@@ -385,6 +406,9 @@ def _validate(kind: EventType, table: pa.Table, positions: np.ndarray,
             if hits.any():
                 fresh = hits & (reasons == None)  # noqa: E711 (element-wise on an object array)
                 reasons[fresh] = reason
+    for row_check, reason in kind.row_checks:
+        hits = pc.fill_null(row_check(table), False).to_numpy(zero_copy_only=False)
+        reasons[hits & (reasons == None)] = reason  # noqa: E711
     bad = reasons != None  # noqa: E711
     if not bad.any():
         return table, positions
@@ -468,8 +492,9 @@ def _type_problem(field: Field, value: Any) -> str | None:
 def encode_batch(table: pa.Table, kind: EventType) -> list[bytes]:
     """Serialise a table of events to one JSON message each, column-wise in Arrow.
 
-    Strings are escaped for '"' and '\\'; a column holding control characters falls back to
-    the json module for that batch (they never occur in generated data, only in replays).
+    Times are written as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. Strings holding '"' or '\\' are
+    escaped; if any value holds a control character the batch goes through the json module
+    instead (generated data never does; replayed files may).
     """
     pieces: list[pa.Array | pa.ChunkedArray | pa.Scalar] = []
     for n, field in enumerate(kind.fields):
@@ -478,23 +503,43 @@ def encode_batch(table: pa.Table, kind: EventType) -> list[bytes]:
         col = table.column(field.name)
         prefix = ("{" if n == 0 else ",") + f'"{field.name}":'
         if pa.types.is_timestamp(field.type):
-            col = pc.strftime(col.cast(TIMESTAMP), "%Y-%m-%dT%H:%M:%SZ")
-            rendered = _quoted(col)
+            naive = pc.cast(col.cast(TIMESTAMP), pa.timestamp("us"))  # UTC wall time
+            text = pc.replace_substring(pc.cast(naive, pa.string()), " ", "T",
+                                        max_replacements=1)
+            rendered = pc.binary_join_element_wise('"', text, 'Z"', "")
         elif pa.types.is_string(field.type):
-            if pc.any(pc.match_substring_regex(col, r"[\x00-\x1f]")).as_py():
-                return _encode_slow(table, kind)
-            rendered = _quoted(pc.replace_substring(
-                pc.replace_substring(col, "\\", "\\\\"), '"', '\\"'))
+            if _has_bytes(col, b'"\\'):
+                col = pc.replace_substring(pc.replace_substring(col, "\\", "\\\\"),
+                                           '"', '\\"')
+            rendered = pc.binary_join_element_wise('"', col, '"', "")
         else:
             rendered = pc.cast(col, pa.string())
         pieces += [pa.scalar(prefix), pc.fill_null(rendered, "null")]
     pieces.append(pa.scalar("}"))
     joined = pc.binary_join_element_wise(*pieces, "")
+    if _has_control_bytes(joined):
+        return _encode_slow(table, kind)
     return joined.cast(pa.binary()).to_pylist()  # type: ignore[no-any-return]
 
 
-def _quoted(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.binary_join_element_wise('"', col, '"', "")
+def _data_bytes(col: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
+    """The UTF-8 payload of a string column, as numpy views (no copy)."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    views = []
+    for chunk in chunks:
+        data = chunk.buffers()[2]
+        if data is not None:
+            views.append(np.frombuffer(data, dtype=np.uint8))
+    return views
+
+
+def _has_bytes(col: pa.Array | pa.ChunkedArray, needles: bytes) -> bool:
+    return any(np.logical_or.reduce([view == byte for byte in needles]).any()
+               for view in _data_bytes(col))
+
+
+def _has_control_bytes(col: pa.Array | pa.ChunkedArray) -> bool:
+    return any((view < 0x20).any() for view in _data_bytes(col))
 
 
 def _encode_slow(table: pa.Table, kind: EventType) -> list[bytes]:

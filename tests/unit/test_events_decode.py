@@ -206,3 +206,15 @@ def test_control_characters_are_escaped_by_the_fallback() -> None:
     encoded = encode_batch(decoded, LOGS)
     assert decode_batch("logs", encoded).table.column("message").to_pylist() == [
         "tab\there\nnewline\x01"]
+
+
+def test_metrics_need_at_least_one_measurement_but_not_all() -> None:
+    only_cpu = {k: v for k, v in metric().items()
+                if k not in ("memory_percent", "latency_ms", "requests_per_sec", "error_rate")}
+    none = {k: v for k, v in only_cpu.items() if k != "cpu_percent"}
+    out = decode_batch("metrics", [raw(only_cpu), raw(none)])
+    assert out.table.column("cpu_percent").to_pylist() == [42.5]
+    assert out.table.column("latency_ms").to_pylist() == [None]
+    assert [r.reason for r in out.rejects] == [
+        "no measurement: at least one of cpu_percent, memory_percent, latency_ms, "
+        "requests_per_sec, error_rate is required"]
