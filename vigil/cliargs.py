@@ -50,7 +50,7 @@ def duration(text: str) -> int:
     seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     if seconds < 1:
         raise argparse.ArgumentTypeError(f"duration {text!r} is under one second")
-    return int(round(seconds))
+    return round(seconds)
 
 
 def speed(text: str) -> float | None:

@@ -15,7 +15,6 @@ does it split the batch to isolate the bad messages, and only those are examined
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -519,7 +518,7 @@ def encode_batch(table: pa.Table, kind: EventType) -> list[bytes]:
     joined = pc.binary_join_element_wise(*pieces, "")
     if _has_control_bytes(joined):
         return _encode_slow(table, kind)
-    return joined.cast(pa.binary()).to_pylist()  # type: ignore[no-any-return]
+    return joined.cast(pa.binary()).to_pylist()
 
 
 def _data_bytes(col: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
@@ -554,4 +553,4 @@ def _encode_slow(table: pa.Table, kind: EventType) -> list[bytes]:
 
 
 def encode_keys(table: pa.Table, kind: EventType) -> list[bytes | None]:
-    return table.column(kind.key).cast(pa.binary()).to_pylist()  # type: ignore[no-any-return]
+    return table.column(kind.key).cast(pa.binary()).to_pylist()

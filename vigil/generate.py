@@ -464,7 +464,7 @@ def _ips(values: np.ndarray, salt: int) -> pa.Array:
 
 _TEMPLATE_LEVEL = np.concatenate([[li] * len(_TEMPLATES[name])
                                   for li, name in enumerate(_LEVELS)])
-_TEMPLATE_FIRST = np.array([int(np.argmax(_TEMPLATE_LEVEL == li)) for li in range(len(_LEVELS))])
+_TEMPLATE_FIRST = np.array([int(np.argmax(li == _TEMPLATE_LEVEL)) for li in range(len(_LEVELS))])
 _TEMPLATE_COUNT = np.array([len(_TEMPLATES[name]) for name in _LEVELS])
 _TEMPLATE_PREFIX = tuple(t[0] for name in _LEVELS for t in _TEMPLATES[name])
 _TEMPLATE_SUFFIX = tuple(t[1] for name in _LEVELS for t in _TEMPLATES[name])
@@ -506,7 +506,7 @@ def _metrics(stream: SyntheticStream, rng: np.random.Generator, times: np.ndarra
              k: int) -> pa.Table:
     world, n = stream.world, len(times)
     rate = stream.spec.rates["metrics"]
-    first = int(math.floor(rate * k))
+    first = math.floor(rate * k)
     host = (first + np.arange(n)) % world.n_hosts  # round-robin: every host reports regularly
     service = world.host_service[host]
     load = daily_load(times)

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from vigil.events import event_type, encode_batch, encode_keys
+from vigil.events import encode_batch, encode_keys, event_type
 from vigil.generate import Label, SyntheticStream
 from vigil.kafka import producer
 
