@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from confluent_kafka import KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
@@ -56,7 +59,23 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int,
         for name, future in client.create_partitions(grow).items():
             future.result()
             changed.append(name)
+    if changed:
+        _wait_for_leaders(client, changed, timeout)
     return changed
+
+
+def _wait_for_leaders(client: AdminClient, topics: list[str], timeout: float) -> None:
+    """New partitions answer 'not leader' until the controller has placed them."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metadata = client.list_topics(timeout=timeout)
+        if all(t in metadata.topics and metadata.topics[t].partitions and
+               all(p.leader >= 0 for p in metadata.topics[t].partitions.values())
+               for t in topics):
+            return
+        time.sleep(0.1)
 
 
 def producer(bootstrap: str, **extra: Any) -> Producer:
@@ -75,67 +94,179 @@ def watermarks(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, t
     """{partition: (low, high)} read from the broker, without joining a consumer group."""
     from confluent_kafka import Consumer, TopicPartition
 
+    import time
+
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "vigil-watermarks",
                          "enable.auto.commit": False})
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        partitions = sorted(metadata.topics[topic].partitions)
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-                for p in partitions}
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                metadata = consumer.list_topics(topic, timeout=timeout)
+                partitions = sorted(metadata.topics[topic].partitions)
+                return {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                          timeout=timeout)
+                        for p in partitions}
+            except KafkaException as exc:
+                # Leadership moves (a new topic, a restarted broker) are retriable.
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
+
+
+@dataclass
+class RecordBatch:
+    """Consecutive records of one partition, with their coordinates as arrays."""
+
+    topic: str
+    partition: int
+    messages: list[Message]
+    values: list[bytes | None]
+    offsets: np.ndarray  # int64
+    timestamps: np.ndarray  # int64 epoch milliseconds, -1 when the broker gave none
+
+
+class RangeReader:
+    """Reads exact [start, end) offset ranges, one partition at a time, in batches.
+
+    Reading a partition alone means every record of a batch shares its topic and partition,
+    and offsets can be rebuilt without a call per record when a batch has no gaps. A range
+    ends when the position reaches `end` — offsets may have gaps (transaction markers,
+    compaction), so records are never counted. Uncommitted and aborted transactional
+    records are skipped (read_committed).
+    """
+
+    def __init__(self, bootstrap: str, batch: int = 10_000, idle_timeout: float = 10.0,
+                 **extra: Any) -> None:
+        from confluent_kafka import Consumer
+
+        self.batch = batch
+        self.idle_timeout = idle_timeout
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": "vigil-range-reader",
+            "enable.auto.commit": False, "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+            "fetch.queue.backoff.ms": 10,  # the default 1 s stalls a batch reader (DESIGN.md)
+            "queued.max.messages.kbytes": 262_144,
+            # A fetch long-poll would hold the next partition back after a re-assign.
+            "fetch.wait.max.ms": 20,
+            **extra})
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> RangeReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def read(self, topic: str, partition: int, start: int, end: int
+             ) -> Iterator[RecordBatch]:
+        import time
+
+        from confluent_kafka import TopicPartition
+
+        if end <= start:
+            return
+        consumer = self.consumer
+        consumer.assign([TopicPartition(topic, partition, start)])
+        try:
+            last_progress = time.monotonic()
+            next_offset = start
+            while True:
+                # Ask for no more than the range still holds: consume() returns as soon as
+                # that many arrived instead of waiting out its timeout for a full batch.
+                want = max(1, min(self.batch, end - next_offset))
+                messages = consumer.consume(want, timeout=0.5)
+                if messages:
+                    last_progress = time.monotonic()
+                    for msg in messages:
+                        if msg.error() is not None:
+                            raise KafkaException(msg.error())
+                    batch = _record_batch(topic, partition, messages, end)
+                    if batch.messages:
+                        yield batch
+                    next_offset = (messages[-1].offset() or 0) + 1
+                    if next_offset >= end:
+                        return
+                    continue
+                (position,) = consumer.position([TopicPartition(topic, partition)])
+                if position.offset >= end:  # only markers or aborted records were left
+                    return
+                if time.monotonic() - last_progress > self.idle_timeout:
+                    raise TimeoutError(f"no progress reading {topic}[{partition}] at "
+                                       f"{position.offset} (range ends at {end}) for "
+                                       f"{self.idle_timeout:.0f} s")
+        finally:
+            consumer.unassign()
+
+
+def _record_batch(topic: str, partition: int, messages: list[Message], end: int
+                  ) -> RecordBatch:
+    n = len(messages)
+    first, last = messages[0].offset() or 0, messages[-1].offset() or 0
+    if last - first + 1 == n:  # no gaps: offsets without a call per record
+        offsets = np.arange(first, last + 1, dtype=np.int64)
+    else:
+        offsets = np.fromiter((m.offset() for m in messages), np.int64, n)
+    if last >= end:  # the final batch may run past the range
+        keep = int(np.searchsorted(offsets, end))
+        messages, offsets = messages[:keep], offsets[:keep]
+        n = keep
+    values = [m.value() for m in messages]
+    timestamps = np.fromiter((m.timestamp()[1] for m in messages), np.int64, n)
+    return RecordBatch(topic, partition, messages, values, offsets, timestamps)
 
 
 def read_ranges(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]],
                 batch: int = 10_000, idle_timeout: float = 10.0,
                 **extra: Any) -> Iterator[list[Message]]:
-    """Messages of exactly [start, end) per (topic, partition), in batches.
+    """Messages of exactly [start, end) per (topic, partition), in batches."""
+    with RangeReader(bootstrap, batch, idle_timeout, **extra) as reader:
+        for (topic, partition), (start, end) in sorted(ranges.items()):
+            for record_batch in reader.read(topic, partition, start, end):
+                yield record_batch.messages
 
-    Stops per partition when its position reaches `end` — offsets may have gaps
-    (transaction markers, compaction), so messages are never counted. Raises TimeoutError if
-    no progress is made for `idle_timeout` seconds while ranges remain unfinished.
-    """
-    import time
 
-    from confluent_kafka import Consumer, TopicPartition
+def _group_consumer(bootstrap: str, group: str) -> Any:
+    from confluent_kafka import Consumer
 
-    pending = {key: rng for key, rng in ranges.items() if rng[1] > rng[0]}
-    if not pending:
-        return
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "vigil-range-reader",
-        "enable.auto.commit": False, "enable.partition.eof": False,
-        "isolation.level": "read_committed",
-        "fetch.queue.backoff.ms": 10,  # the default 1 s stalls a batch reader (DESIGN.md)
-        **extra})
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                     "enable.auto.commit": False})
+
+
+def committed_offsets(bootstrap: str, group: str, partitions: Iterable[tuple[str, int]],
+                      timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """The group's committed next offsets (-1 where it has none)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _group_consumer(bootstrap, group)
     try:
-        consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _end) in
-                         pending.items()])
-        last_progress = time.monotonic()
-        while pending:
-            messages = consumer.consume(batch, timeout=0.5)
-            keep: list[Message] = []
-            for msg in messages:
-                if msg.error() is not None:
-                    raise KafkaException(msg.error())
-                key = (msg.topic() or "", msg.partition() or 0)
-                window = pending.get(key)
-                offset = msg.offset()
-                if window is None or offset is None or offset >= window[1]:
-                    continue
-                keep.append(msg)
-                if offset + 1 >= window[1]:
-                    del pending[key]
-            if keep:
-                last_progress = time.monotonic()
-                yield keep
-            if pending and not messages:
-                positions = consumer.position([TopicPartition(t, p) for t, p in pending])
-                for tp in positions:
-                    if tp.offset >= pending[(tp.topic, tp.partition)][1]:
-                        del pending[(tp.topic, tp.partition)]
-                if time.monotonic() - last_progress > idle_timeout and pending:
-                    raise TimeoutError(f"no progress reading {sorted(pending)} for "
-                                       f"{idle_timeout:.0f} s")
+        found = consumer.committed([TopicPartition(t, p) for t, p in partitions],
+                                   timeout=timeout)
+        return {(tp.topic, tp.partition): tp.offset for tp in found}
+    finally:
+        consumer.close()
+
+
+def commit_landed(bootstrap: str, group: str, ends: dict[tuple[str, int], int],
+                  timeout: float = 10.0) -> None:
+    """Record landed offsets under `group` so standard Kafka lag tools see vigil's progress.
+
+    Only ever moves forward: re-executing an old run must not rewind the group.
+    """
+    from confluent_kafka import TopicPartition
+
+    current = committed_offsets(bootstrap, group, ends, timeout)
+    forward = [TopicPartition(t, p, end) for (t, p), end in ends.items()
+               if end > current.get((t, p), -1)]
+    if not forward:
+        return
+    consumer = _group_consumer(bootstrap, group)
+    try:
+        consumer.commit(offsets=forward, asynchronous=False)
     finally:
         consumer.close()

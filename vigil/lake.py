@@ -1,0 +1,199 @@
+"""The lake: raw events and quarantined records as Parquet, on local disk or S3.
+
+Layout (hour by event time for raw, by Kafka timestamp for quarantine):
+
+    raw/<topic>/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<first offset>.parquet
+    quarantine/<topic>/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<first offset>.parquet
+
+A file's name is a pure function of its rows, so a retried run overwrites the same object
+with the same bytes. Files are written to a hidden temporary name and renamed into place
+(on S3 an object appears only when its upload completes), so a crash never leaves a partial
+file where readers look; readers skip names starting with '.'.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from vigil.events import TIMESTAMP, event_type
+from vigil.objectstore import s3_filesystem
+from vigil.settings import Settings
+
+# Kafka coordinates carried by every landed row, after the topic's own fields.
+LANDING_FIELDS = (
+    pa.field("_partition", pa.int32(), nullable=False),
+    pa.field("_offset", pa.int64(), nullable=False),
+    pa.field("_kafka_timestamp", TIMESTAMP),
+    pa.field("_ingested_at", TIMESTAMP, nullable=False),
+)
+
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("topic", pa.string(), nullable=False),
+    pa.field("_partition", pa.int32(), nullable=False),
+    pa.field("_offset", pa.int64(), nullable=False),
+    pa.field("_kafka_timestamp", TIMESTAMP),
+    pa.field("_ingested_at", TIMESTAMP, nullable=False),
+    pa.field("key", pa.binary()),
+    pa.field("raw", pa.binary(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+])
+
+# Fixed writer settings: the same rows always give the same bytes.
+_WRITE_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": True,
+                  "write_statistics": True, "coerce_timestamps": "us", "row_group_size": 256_000}
+
+
+def raw_schema(topic: str) -> pa.Schema:
+    return pa.schema([*event_type(topic).schema, *LANDING_FIELDS])
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    path: str  # relative to the lake root
+    rows: int
+    bytes: int
+    hour: datetime
+    partition: int
+    first_offset: int
+    last_offset: int
+
+
+def hour_dir(area: str, topic: str, hour: datetime) -> str:
+    return f"{area}/{topic}/date={hour:%Y-%m-%d}/hour={hour:%H}"
+
+
+def file_name(topic: str, partition: int, first_offset: int) -> str:
+    return f"{topic}+{partition}+{first_offset}.parquet"
+
+
+class Lake:
+    """A lake root on a pyarrow filesystem: `file:///path` or `s3://bucket/prefix`."""
+
+    def __init__(self, url: str, filesystem: pafs.FileSystem | None = None) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        if parts.scheme == "file":
+            self.fs: pafs.FileSystem = filesystem or pafs.LocalFileSystem()
+            self.root = parts.path.rstrip("/")
+            self.local = True
+        elif parts.scheme == "s3":
+            if filesystem is None:
+                raise ValueError("an s3:// lake needs its filesystem: use Lake.open(settings)")
+            self.fs = filesystem
+            self.root = f"{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
+            self.local = False
+        else:
+            raise ValueError(f"unsupported lake URL {url!r}: use file:// or s3://")
+
+    @classmethod
+    def open(cls, settings: Settings) -> Lake:
+        fs = s3_filesystem(settings) if settings.lake_is_s3 else None
+        return cls(settings.lake_url, fs)
+
+    def full(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, relative: str, table: pa.Table) -> int:
+        """Write atomically; returns the file's size in bytes."""
+        target = self.full(relative)
+        directory, name = target.rsplit("/", 1)
+        if self.local:
+            self.fs.create_dir(directory, recursive=True)
+            temporary = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+            pq.write_table(table, temporary, filesystem=self.fs, **_WRITE_OPTIONS)
+            # fsync before the rename: after a power cut the name never points at a hole.
+            fd = os.open(temporary, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.fs.move(temporary, target)
+        else:
+            pq.write_table(table, target, filesystem=self.fs, **_WRITE_OPTIONS)
+        return int(self.fs.get_file_info(target).size or 0)
+
+    def remove_stale_temporaries(self, relative_dir: str) -> int:
+        """Delete leftovers of writers that died mid-write (local disk only)."""
+        if not self.local:
+            return 0
+        selector = pafs.FileSelector(self.full(relative_dir), allow_not_found=True)
+        stale = [info.path for info in self.fs.get_file_info(selector)
+                 if info.base_name.startswith(".") and info.base_name.endswith(".tmp")]
+        for path in stale:
+            self.fs.delete_file(path)
+        return len(stale)
+
+    # ------------------------------------------------------------------ reading
+
+    def files(self, area: str, topic: str, start: datetime, end: datetime) -> list[str]:
+        """Data files of the hours overlapping [start, end): only those directories are listed."""
+        out: list[str] = []
+        for hour in hours_between(start, end):
+            selector = pafs.FileSelector(self.full(hour_dir(area, topic, hour)),
+                                         allow_not_found=True)
+            out += sorted(info.path for info in self.fs.get_file_info(selector)
+                          if info.type == pafs.FileType.File
+                          and info.base_name.endswith(".parquet")
+                          and not info.base_name.startswith((".", "_")))
+        return out
+
+    def read_events(self, topic: str, start: datetime, end: datetime,
+                    columns: list[str] | None = None) -> pa.Table:
+        """One topic's landed events with start <= timestamp < end, ordered by time."""
+        schema = raw_schema(topic)
+        files = self.files("raw", topic, start, end)
+        if not files:
+            table = schema.empty_table()
+            return table.select(columns) if columns else table
+        dataset = pads.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
+        ts = pads.field("timestamp")
+        table = dataset.to_table(
+            columns=columns,
+            filter=(ts >= pa.scalar(start, TIMESTAMP)) & (ts < pa.scalar(end, TIMESTAMP)))
+        if "timestamp" in table.column_names:
+            table = table.sort_by([("timestamp", "ascending")])
+        return table
+
+    def read_quarantine(self, topic: str, start: datetime, end: datetime) -> pa.Table:
+        files = self.files("quarantine", topic, start, end)
+        if not files:
+            return QUARANTINE_SCHEMA.empty_table()
+        return pads.dataset(files, schema=QUARANTINE_SCHEMA, format="parquet",
+                            filesystem=self.fs).to_table()
+
+    def read_all(self, area: str, topic: str) -> pa.Table:
+        """Every file of a topic (tests and small lakes; detection reads by time range)."""
+        selector = pafs.FileSelector(self.full(f"{area}/{topic}"), recursive=True,
+                                     allow_not_found=True)
+        files = sorted(info.path for info in self.fs.get_file_info(selector)
+                       if info.type == pafs.FileType.File
+                       and info.base_name.endswith(".parquet")
+                       and not info.base_name.startswith((".", "_")))
+        schema = raw_schema(topic) if area == "raw" else QUARANTINE_SCHEMA
+        if not files:
+            return schema.empty_table()
+        return pads.dataset(files, schema=schema, format="parquet",
+                            filesystem=self.fs).to_table()
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hours_between(start: datetime, end: datetime) -> Iterator[datetime]:
+    hour = floor_hour(start)
+    while hour < end:
+        yield hour
+        hour += timedelta(hours=1)
