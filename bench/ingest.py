@@ -37,7 +37,7 @@ from vigil.lake import Lake
 from vigil.produce import EventSender, produce_stream
 from vigil.settings import TOPICS
 
-_REQUIRED = {
+_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "logs": {"event_id": str, "timestamp": str, "service": str, "host": str, "level": str,
              "message": str},
     "metrics": {"event_id": str, "timestamp": str, "service": str, "host": str},
@@ -96,7 +96,7 @@ def per_message(bootstrap: str, ranges: list[OffsetRange], sample: int) -> tuple
                 msg = consumer.poll(1.0)
                 if msg is None or msg.error():
                     continue
-                event = json.loads(msg.value())
+                event = json.loads(msg.value() or b"null")
                 for name, kind in _REQUIRED[r.topic].items():
                     if not isinstance(event.get(name), kind):
                         raise ValueError(f"{name} missing or mistyped")

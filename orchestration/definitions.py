@@ -2,7 +2,11 @@
 
 import dagster as dg
 
+import assets.raw
+import jobs.ingest
 import jobs.maintenance
+import orchestration.sensors
 
 # Only `defs` may live at module scope: Dagster refuses a module with two Definitions.
-defs = dg.Definitions.merge(jobs.maintenance.defs)
+defs = dg.Definitions.merge(assets.raw.defs, jobs.ingest.defs, jobs.maintenance.defs,
+                            orchestration.sensors.defs)

@@ -49,6 +49,33 @@ def _print_status(settings: Settings) -> list[ServiceStatus]:
     return statuses
 
 
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    """Services, then per-partition lag: offsets in Kafka not yet landed in the lake."""
+    from vigil.kafka import broker_answers, committed_offsets, watermarks
+    from vigil.settings import TOPICS
+
+    statuses = _print_status(settings)
+    if not broker_answers(settings.kafka_bootstrap):
+        print(f"\nkafka at {settings.kafka_bootstrap} is unreachable: no lag to show")
+        return 1
+    print(f"\nlanding lag (consumer group {settings.deployment!r}: high watermark minus "
+          "landed offset)")
+    print(f"{'topic':<14} {'partition':>9} {'high':>12} {'landed':>12} {'lag':>10}")
+    total = 0
+    for topic in TOPICS:
+        marks = watermarks(settings.kafka_bootstrap, topic)
+        landed = committed_offsets(settings.kafka_bootstrap, settings.deployment,
+                                   [(topic, p) for p in marks])
+        for partition, (low, high) in sorted(marks.items()):
+            done = landed.get((topic, partition), -1)
+            lag = high - (done if done >= 0 else low)
+            total += lag
+            shown = f"{done:,}" if done >= 0 else "-"
+            print(f"{topic:<14} {partition:>9} {high:>12,} {shown:>12} {lag:>10,}")
+    print(f"{'total':<14} {'':>9} {'':>12} {'':>12} {total:>10,}")
+    return 0 if all(s.healthy or s.state in {"stopped", "off"} for s in statuses) else 1
+
+
 def _db_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from vigil.migrate import migrate
 
@@ -183,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_services_down)
     svc_cmds.add_parser("status", help="each service, its address and health").set_defaults(
         handler=_services_status)
+
+    commands.add_parser(
+        "status", help="services, and how far the lake is behind Kafka per partition"
+    ).set_defaults(handler=_status)
 
     db = commands.add_parser("db", help="the PostgreSQL schema")
     db_cmds = db.add_subparsers(dest="action", required=True)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from confluent_kafka import KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
@@ -92,9 +91,9 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
 
 def watermarks(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
     """{partition: (low, high)} read from the broker, without joining a consumer group."""
-    from confluent_kafka import Consumer, TopicPartition
-
     import time
+
+    from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "vigil-watermarks",
                          "enable.auto.commit": False})

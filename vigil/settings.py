@@ -61,6 +61,9 @@ class Settings:
     role_arn: str | None = None
     discord_webhook_url: str | None = field(default=None, repr=False)
     dagster_port: int = 3000
+    ingest_max_records: int = 500_000
+    ingest_start: str = "earliest"
+    ingest_max_in_flight: int = 2
 
     @property
     def kafka_managed(self) -> bool:
@@ -177,7 +180,19 @@ def _read(env: _Env) -> Settings:
         discord_webhook_url=env.url("DISCORD_WEBHOOK_URL", ("http", "https"),
                                     "an http(s):// Discord webhook URL"),
         dagster_port=env.port("VIGIL_DAGSTER_PORT", 3000),
+        ingest_max_records=env.integer("VIGIL_INGEST_MAX_RECORDS", 500_000, 1, 100_000_000,
+                                       "records per ingest run, 1-100000000"),
+        ingest_start=_choice(env, "VIGIL_INGEST_START", ("earliest", "latest"), "earliest"),
+        ingest_max_in_flight=env.integer("VIGIL_INGEST_MAX_IN_FLIGHT", 2, 1, 64,
+                                         "ingest runs queued or running at once, 1-64"),
     )
+
+
+def _choice(env: _Env, name: str, options: tuple[str, ...], default: str) -> str:
+    value = (env.text(name, default) or default).lower()
+    if value not in options:
+        raise SettingsError(name, " or ".join(options), value)
+    return value
 
 
 class _Postgres(NamedTuple):
