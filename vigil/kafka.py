@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,9 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
     """An idempotent producer: retries after a broker hiccup never duplicate a message."""
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        # Client notices (e.g. a retried PID request while the broker warms up) go to
+        # Python logging rather than straight to stderr.
+        "logger": logging.getLogger("vigil.kafka.client"),
         "enable.idempotence": True,
         "linger.ms": 20,
         "compression.type": "zstd",

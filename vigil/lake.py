@@ -197,3 +197,23 @@ def hours_between(start: datetime, end: datetime) -> Iterator[datetime]:
     while hour < end:
         yield hour
         hour += timedelta(hours=1)
+
+
+def query_events(lake: Lake, topic: str, start: datetime, end: datetime, sql: str
+                 ) -> pa.Table:
+    """Run DuckDB SQL over one topic's events in [start, end), visible as the view `events`.
+
+    The files are chosen by hour directory and handed to DuckDB as an Arrow dataset, so it
+    works the same on local disk and S3 (DuckDB itself needs no S3 extension) and DuckDB
+    pushes column selection and the time filter into the Parquet scan.
+    """
+    import duckdb
+
+    files = lake.files("raw", topic, start, end)
+    ts = pads.field("timestamp")
+    events = pads.dataset(files, schema=raw_schema(topic), format="parquet",
+                          filesystem=lake.fs).filter(
+        (ts >= pa.scalar(start, TIMESTAMP)) & (ts < pa.scalar(end, TIMESTAMP)))
+    with duckdb.connect() as con:
+        con.register("events", events)
+        return con.sql(sql).to_arrow_table()

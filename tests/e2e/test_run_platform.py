@@ -13,7 +13,9 @@ from pathlib import Path
 import psutil
 
 from tests.conftest import stack_env
-from vigil.settings import PROJECT_ROOT
+from tests.integration.landing_helpers import produce_events
+from vigil.lake import Lake
+from vigil.settings import PROJECT_ROOT, TOPICS, Settings
 
 
 def _graphql(port: int, query: str) -> dict[str, object]:
@@ -25,7 +27,8 @@ def _graphql(port: int, query: str) -> dict[str, object]:
     return answer
 
 
-def test_run_serves_the_dagster_ui_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
+        tmp_path: Path) -> None:
     env = stack_env(tmp_path / "state")
     port = int(env["VIGIL_DAGSTER_PORT"])
     proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "run"], env=env,
@@ -55,6 +58,20 @@ def test_run_serves_the_dagster_ui_and_ctrl_c_stops_everything(tmp_path: Path) -
         entries = answer["data"]["workspaceOrError"]["locationEntries"]  # type: ignore[index]
         assert entries == [{"name": "vigil",
                             "locationOrLoadError": {"__typename": "RepositoryLocation"}}]
+
+        # The kafka sensor is on by default: events produced now land in the lake through
+        # the daemon's ticks and queued ingest runs, with no operator action.
+        settings = Settings.from_env(env)
+        produced = produce_events(settings.kafka_bootstrap, seconds=10, rate=20, seed=3)
+        lake = Lake(settings.lake_url)
+        deadline = time.monotonic() + 120
+        landed: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            landed = {t: lake.read_all("raw", t).num_rows for t in TOPICS}
+            if landed == produced:
+                break
+            time.sleep(1)
+        assert landed == produced, (landed, produced)
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
         rest, _ = proc.communicate(timeout=120)

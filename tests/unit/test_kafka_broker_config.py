@@ -28,3 +28,11 @@ def test_jar_cache_lives_under_the_cache_dir_keyed_by_the_pom(tmp_path: Path) ->
     s = Settings.from_env({"VIGIL_CACHE_DIR": str(tmp_path)})
     assert jar_dir(s).parent == tmp_path
     assert jar_dir(s).name.startswith("kafka-") and len(jar_dir(s).name) == len("kafka-") + 12
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    from vigil.services.kafka_broker import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(3000)]  # ~47 would start with '-' by chance
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)

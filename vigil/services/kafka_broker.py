@@ -72,6 +72,16 @@ def java_binary() -> str:
     return found
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: a random UUID in URL-safe base64. Like Kafka's own generator we
+    avoid a leading '-', which the storage tool's argument parser would read as an option
+    (one start in 64 failed that way)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
+
+
 def broker_config(settings: Settings, data_dir: Path) -> str:
     host = "127.0.0.1"
     return "\n".join([
@@ -131,7 +141,7 @@ class KafkaBroker:
         java = java_binary()
         classpath = f"{jars}/*"
         if not (self.data_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             fmt = subprocess.run(
                 [java, "-cp", classpath, f"-Dlog4j2.configurationFile={LOG4J}",
                  "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
