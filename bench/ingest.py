@@ -31,8 +31,8 @@ from confluent_kafka import Consumer, TopicPartition
 from bench._stack import kafka_for_bench
 from vigil.cliargs import DEFAULT_MIX
 from vigil.generate import StreamSpec, SyntheticStream
-from vigil.ingest import OffsetRange, land_offset_ranges
-from vigil.kafka import RangeReader, ensure_topics, watermarks
+from vigil.ingest import OffsetRange, land_offset_ranges, ranges_since
+from vigil.kafka import RangeReader, ensure_topics, high_watermarks
 from vigil.lake import Lake
 from vigil.produce import EventSender, produce_stream
 from vigil.settings import TOPICS
@@ -49,15 +49,14 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
 
 
 def produce(bootstrap: str, events: int) -> list[OffsetRange]:
-    before = {(t, p): hi for t in TOPICS for p, (_lo, hi) in watermarks(bootstrap, t).items()}
+    before = high_watermarks(bootstrap, TOPICS)
     seconds = 10
     spec = StreamSpec(seed=3, start=datetime(2026, 11, 24, 12, tzinfo=UTC),
                       rates={t: events / seconds * share for t, share in DEFAULT_MIX.items()},
                       scenarios=(), horizon=seconds)
     produce_stream(EventSender(bootstrap), SyntheticStream(spec), list(TOPICS), seconds, None,
                    lambda _labels: None)
-    return [OffsetRange(t, p, before.get((t, p), 0), hi) for t in TOPICS
-            for p, (_lo, hi) in watermarks(bootstrap, t).items() if hi > before.get((t, p), 0)]
+    return ranges_since(bootstrap, before, TOPICS)
 
 
 def vigil_path(bootstrap: str, ranges: list[OffsetRange]) -> tuple[int, float]:

@@ -21,7 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vigil.events import TIMESTAMP, decode_batch
-from vigil.kafka import RangeReader, RecordBatch, commit_landed, watermarks
+from vigil.kafka import (
+    RangeReader,
+    RecordBatch,
+    commit_landed,
+    high_watermarks,
+    watermarks,
+)
 from vigil.lake import (
     QUARANTINE_SCHEMA,
     Lake,
@@ -55,6 +61,14 @@ class OffsetRange:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def ranges_since(bootstrap: str, before: dict[tuple[str, int], int],
+                 topics: Iterable[str]) -> list[OffsetRange]:
+    """Everything appended to `topics` since the high watermarks `before`."""
+    return [OffsetRange(t, p, before.get((t, p), 0), high)
+            for (t, p), high in sorted(high_watermarks(bootstrap, topics).items())
+            if high > before.get((t, p), 0)]
 
 
 def run_key(ranges: Iterable[OffsetRange]) -> str:

@@ -273,3 +273,9 @@ def commit_landed(bootstrap: str, group: str, ends: dict[tuple[str, int], int],
         consumer.commit(offsets=forward, asynchronous=False)
     finally:
         consumer.close()
+
+
+def high_watermarks(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """{(topic, partition): high watermark} for every partition of `topics`."""
+    return {(topic, partition): high for topic in topics
+            for partition, (_low, high) in watermarks(bootstrap, topic).items()}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,11 @@ import dagster as dg
 from orchestration.definitions import defs
 from orchestration.sensors import kafka_sensor
 from vigil.generate import StreamSpec, SyntheticStream
-from vigil.lake import floor_hour
+from vigil.ingest import OffsetRange, ranges_since
+from vigil.kafka import high_watermarks
+from vigil.lake import Lake, floor_hour
 from vigil.produce import EventSender, produce_stream
-from vigil.settings import TOPICS
+from vigil.settings import TOPICS, Settings
 
 MALFORMED: list[tuple[str, bytes, str]] = [
     ("logs", b'{"event_id": "x", "level": ', "malformed JSON"),
@@ -38,6 +42,21 @@ def produce_events(bootstrap: str, seconds: int, rate: float, seed: int) -> dict
                             seconds, None, lambda _labels: None)
     assert report.total(report.failed) == 0
     return dict(report.delivered)
+
+
+def produce_ranges(bootstrap: str, seconds: int, rate: float, seed: int
+                   ) -> tuple[dict[str, int], list[OffsetRange]]:
+    """Produce a stream; return events per topic and the exact offset ranges it took."""
+    before = high_watermarks(bootstrap, TOPICS)
+    produced = produce_events(bootstrap, seconds, rate, seed)
+    return produced, ranges_since(bootstrap, before, TOPICS)
+
+
+def s3_lake(stack: Settings) -> Lake:
+    """A fresh prefix in the loopback S3 server's bucket."""
+    return Lake.open(dataclasses.replace(
+        stack, lake_url=f"s3://vigil-lake/test-{uuid.uuid4().hex[:8]}",
+        s3_endpoint_url=f"http://127.0.0.1:{stack.s3_port}", s3_bucket="vigil-lake"))
 
 
 def produce_malformed(bootstrap: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ from tests.integration.landing_helpers import (
     file_hashes,
     produce_events,
     produce_malformed,
+    produce_ranges,
     tick,
 )
 from vigil import services
@@ -120,7 +120,7 @@ def test_sensor_runs_land_every_good_event_once_and_quarantine_the_rest(
 _KILL_SCRIPT = """
 import json, sys
 from datetime import datetime
-from vigil.ingest import OffsetRange, land_offset_ranges
+from vigil.ingest import OffsetRange, land_offset_ranges, ranges_since
 from vigil.lake import Lake
 args = json.loads(sys.argv[1])
 land_offset_ranges(Lake(args["lake"]), args["bootstrap"],
@@ -131,11 +131,7 @@ land_offset_ranges(Lake(args["lake"]), args["bootstrap"],
 
 def test_sigkill_mid_write_leaves_no_readable_partial_and_a_rerun_is_exact(
         stack: Settings, tmp_path: Path) -> None:
-    before = {(t, p): hi for t in TOPICS
-              for p, (_lo, hi) in watermarks(stack.kafka_bootstrap, t).items()}
-    produced = produce_events(stack.kafka_bootstrap, seconds=20, rate=20_000, seed=33)
-    ranges = [OffsetRange(t, p, before[(t, p)], hi) for t in TOPICS
-              for p, (_lo, hi) in watermarks(stack.kafka_bootstrap, t).items()]
+    produced, ranges = produce_ranges(stack.kafka_bootstrap, seconds=20, rate=20_000, seed=33)
     lake_root = tmp_path / "lake"
     args = json.dumps({"lake": lake_root.as_uri(), "bootstrap": stack.kafka_bootstrap,
                        "ranges": [r.to_dict() for r in ranges],
@@ -193,28 +189,6 @@ def test_transactional_topic_lands_committed_records_only(stack: Settings,
     assert report.rows == landed.num_rows == 70
     assert sorted(landed.column("event_id").to_pylist()) == sorted(committed_ids)
     assert report.quarantined == 0
-
-
-def test_same_landing_on_loopback_s3_equals_local_disk(stack: Settings,
-                                                       tmp_path: Path) -> None:
-    before = {(t, p): hi for t in TOPICS
-              for p, (_lo, hi) in watermarks(stack.kafka_bootstrap, t).items()}
-    produce_events(stack.kafka_bootstrap, seconds=30, rate=50, seed=8)
-    ranges = [OffsetRange(t, p, before[(t, p)], hi) for t in TOPICS
-              for p, (_lo, hi) in watermarks(stack.kafka_bootstrap, t).items()]
-    at = datetime.now(UTC)
-    local = Lake((tmp_path / "lake").as_uri())
-    s3_settings = dataclasses.replace(
-        stack, lake_url=f"s3://vigil-lake/test-{uuid.uuid4().hex[:8]}",
-        s3_endpoint_url=f"http://127.0.0.1:{stack.s3_port}", s3_bucket="vigil-lake")
-    remote = Lake.open(s3_settings)
-    land_offset_ranges(local, stack.kafka_bootstrap, ranges, at)
-    land_offset_ranges(remote, stack.kafka_bootstrap, ranges, at)
-    order = [("_partition", "ascending"), ("_offset", "ascending")]
-    for topic in TOPICS:
-        a = local.read_all("raw", topic).sort_by(order)
-        b = remote.read_all("raw", topic).sort_by(order)
-        assert a.num_rows > 0 and a.equals(b), topic
 
 
 def test_broker_restart_between_ticks_loses_nothing(tmp_path: Path,

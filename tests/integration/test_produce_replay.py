@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vigil.events import decode_batch
-from vigil.kafka import read_ranges, watermarks
+from vigil.kafka import high_watermarks, read_ranges
 from vigil.settings import PROJECT_ROOT, TOPICS, Settings
 
 NAB_CPU = (PROJECT_ROOT.parent / "shared" / "datasets" / "nab" / "data" / "realAWSCloudwatch"
@@ -28,8 +28,7 @@ def _vigil(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _marks(stack: Settings) -> dict[tuple[str, int], int]:
-    return {(t, p): high for t in TOPICS
-            for p, (_low, high) in watermarks(stack.kafka_bootstrap, t).items()}
+    return high_watermarks(stack.kafka_bootstrap, TOPICS)
 
 
 def _read(stack: Settings, before: dict[tuple[str, int], int],
