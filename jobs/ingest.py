@@ -22,8 +22,14 @@ class IngestConfig(dg.Config):
     requested_at: str  # ISO time the sensor cut the ranges: the rows' _ingested_at
 
 
+# The sensor has already moved its cursor past these ranges, so a failed attempt must be
+# retried: landing is idempotent (same files, same bytes), which makes retrying safe.
+LANDING_RETRIES = dg.RetryPolicy(max_retries=5, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+
 @dg.op(description="Read exactly the configured Kafka offset ranges, land them as Parquet "
-                   "(malformed records to quarantine), commit the landed offsets.")
+                   "(malformed records to quarantine), commit the landed offsets.",
+       retry_policy=LANDING_RETRIES)
 def land_ranges(context: dg.OpExecutionContext, config: IngestConfig) -> dg.Output[int]:
     settings = Settings.from_env()
     ranges = [OffsetRange(r.topic, r.partition, r.start, r.end) for r in config.ranges]

@@ -159,7 +159,9 @@ def land_offset_ranges(lake: Lake, bootstrap: str, ranges: list[OffsetRange],
     read = 0
     # Parquet encoding releases the GIL: one writer thread encodes partition i while the
     # main thread reads and decodes partition i + 1.
-    with RangeReader(bootstrap, batch=DECODE_BATCH) as reader, \
+    # A broker restart mid-run is waited out (librdkafka reconnects); a longer outage fails
+    # the attempt and the job's retry policy runs the same ranges again.
+    with RangeReader(bootstrap, batch=DECODE_BATCH, idle_timeout=60.0) as reader, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer") as writer:
         pending: list[Future[None]] = []
         for r in sorted(ranges, key=lambda r: (r.topic, r.partition)):

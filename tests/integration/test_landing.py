@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -211,13 +212,26 @@ def test_broker_restart_between_ticks_loses_nothing(tmp_path: Path,
         assert job.execute_in_process(run_config=result.run_requests[0].run_config,
                                       instance=instance).success
 
+        second = produce_events(settings.kafka_bootstrap, seconds=20, rate=20, seed=2)
+        pending = tick(instance, cursor)
+        assert isinstance(pending, dg.SensorResult) and pending.run_requests
+        cursor = pending.cursor
+        request = pending.run_requests[0]
+
         services.down(settings, only=["kafka"], report=lambda _line: None)
         down_tick = tick(instance, cursor)
         assert isinstance(down_tick, dg.SkipReason)
         assert "unreachable" in (down_tick.skip_message or "")
+        # A run that starts while the broker is down waits for it and completes.
+        outcome: list[bool] = []
+        runner = threading.Thread(target=lambda: outcome.append(job.execute_in_process(
+            run_config=request.run_config, instance=instance).success))
+        runner.start()
+        time.sleep(2)
         services.up(settings, report=lambda _line: None)
+        runner.join(180)
+        assert outcome == [True]
 
-        second = produce_events(settings.kafka_bootstrap, seconds=20, rate=20, seed=2)
         cursor, _runs = drain(instance, cursor)
         raw = _all_raw(Lake((tmp_path / "lake").as_uri()))
         for topic in TOPICS:
