@@ -100,6 +100,16 @@ def test_sensor_runs_land_every_good_event_once_and_quarantine_the_rest(
     assert json.loads(cursor or "{}") == {t: {str(p): o for (tt, p), o in marks.items()
                                               if tt == t} for t in TOPICS}
 
+    # `vigil status` reads the same group: nothing left to land.
+    status = subprocess.run([sys.executable, "-m", "vigil.cli", "status"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    lag_rows = [line.split() for line in status.stdout.splitlines()
+                if line.split() and line.split()[0] in TOPICS]
+    assert len(lag_rows) == len(marks)
+    assert all(row[-1] == "0" for row in lag_rows)
+    assert status.stdout.splitlines()[-1].split() == ["total", "0"]
+
     # The Dagster UI sees hourly materialisations whose rows add up to what landed.
     for topic in TOPICS:
         records = instance.fetch_materializations(dg.AssetKey(f"raw_{topic}"),
