@@ -36,8 +36,9 @@ from vigil import services
 from vigil.events import EVENT_TYPES, encode_batch, encode_keys
 from vigil.generate import StreamSpec, SyntheticStream
 from vigil.ingest import OffsetRange, land_offset_ranges
-from vigil.kafka import committed_offsets, watermarks
-from vigil.lake import Lake
+from vigil.kafka import committed_offsets, ensure_topics, watermarks
+from vigil.lake import Lake, floor_hour
+from vigil.produce import EventSender
 from vigil.settings import PROJECT_ROOT, TOPICS, Settings
 
 
@@ -132,7 +133,8 @@ _KILL_SCRIPT = """
 import json, sys
 from datetime import datetime
 from vigil.ingest import OffsetRange, land_offset_ranges, ranges_since
-from vigil.lake import Lake
+from vigil.lake import Lake, floor_hour
+from vigil.produce import EventSender
 args = json.loads(sys.argv[1])
 land_offset_ranges(Lake(args["lake"]), args["bootstrap"],
                    [OffsetRange(**r) for r in args["ranges"]],
@@ -242,10 +244,51 @@ def test_broker_restart_between_ticks_loses_nothing(tmp_path: Path,
         runner.join(180)
         assert outcome == [True]
 
+        # A partition added later is picked up from its start (earliest).
+        ensure_topics(settings.kafka_bootstrap, ["logs"], settings.kafka_partitions + 1)
+        extra = EventSender(settings.kafka_bootstrap)
+        late = encode_batch(SyntheticStream(StreamSpec(
+            9, floor_hour(datetime.now(UTC)), {"logs": 5.0})).slice("logs", 0), EVENT_TYPES["logs"])
+        for value in late:
+            extra.producer.produce("logs", value, partition=settings.kafka_partitions)
+        assert extra.flush() == 0
+        second["logs"] += len(late)
+
         cursor, _runs = drain(instance, cursor)
         raw = _all_raw(Lake((tmp_path / "lake").as_uri()))
         for topic in TOPICS:
             assert raw[topic].num_rows == first[topic] + second[topic], topic
             assert len(pc.unique(raw[topic].column("event_id"))) == raw[topic].num_rows
+        new_partition = pc.equal(raw["logs"].column("_partition"), settings.kafka_partitions)
+        assert pc.sum(new_partition).as_py() == len(late)
     finally:
         services.down(settings, report=lambda _line: None)
+
+
+def test_sensor_backpressure_and_the_record_cap(
+        stack: Settings, lake_dir: Path, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIGIL_INGEST_MAX_IN_FLIGHT", "2")
+    monkeypatch.setenv("VIGIL_INGEST_MAX_RECORDS", "100")
+    start = tick(instance, None)
+    assert isinstance(start, dg.SensorResult)
+    produce_events(stack.kafka_bootstrap, seconds=10, rate=30, seed=12)
+
+    # Two ingest runs in flight: the sensor waits and leaves the cursor alone.
+    job = defs.resolve_job_def("ingest")
+    for _ in range(2):
+        instance.create_run_for_job(job, run_config={"ops": {"land_ranges": {"config": {
+            "ranges": [], "requested_at": datetime.now(UTC).isoformat()}}}},
+            status=dg.DagsterRunStatus.STARTED)
+    waiting = tick(instance, start.cursor)
+    assert isinstance(waiting, dg.SkipReason)
+    assert "backpressure: 2 ingest runs queued or running" in (waiting.skip_message or "")
+    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        instance.report_run_failed(run)
+
+    # The cap holds per run, shared across partitions.
+    capped = tick(instance, start.cursor)
+    assert isinstance(capped, dg.SensorResult) and capped.run_requests
+    config = capped.run_requests[0].run_config["ops"]["land_ranges"]["config"]
+    assert sum(r["end"] - r["start"] for r in config["ranges"]) == 100
+    assert len(config["ranges"]) == 9
