@@ -1,0 +1,1 @@
+"""Detection: rules as data (rules.yaml), a vectorised engine over the lake's frames."""

@@ -1,0 +1,222 @@
+"""Detection rules as data: parsed from YAML, validated with errors that name rule and field."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from vigil.events import EVENT_TYPES
+
+DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
+LEVELS = ("info", "warning", "critical")
+TYPES = ("threshold", "window_count", "sustained", "baseline_ratio")
+_OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
+        "==": np.equal, "!=": np.not_equal}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class RuleError(ValueError):
+    """A rule file that cannot be used; the message names the rule and the field."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A per-event boolean test; a tree of all_of / any_of over column tests."""
+
+    spec: dict[str, Any]
+
+    def columns(self) -> list[str]:
+        if "all_of" in self.spec or "any_of" in self.spec:
+            parts = self.spec.get("all_of") or self.spec.get("any_of") or []
+            return [c for part in parts for c in Condition(part).columns()]
+        return [self.spec["column"]]
+
+    def mask(self, frame: pd.DataFrame) -> np.ndarray:
+        spec = self.spec
+        if "all_of" in spec:
+            return np.logical_and.reduce([Condition(p).mask(frame) for p in spec["all_of"]])
+        if "any_of" in spec:
+            return np.logical_or.reduce([Condition(p).mask(frame) for p in spec["any_of"]])
+        column = frame[spec["column"]]
+        if "op" in spec:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+            with np.errstate(invalid="ignore"):
+                result: np.ndarray = _OPS[spec["op"]](values, float(spec["value"]))
+            return result & ~np.isnan(values)
+        if "in" in spec:
+            return column.isin(spec["in"]).to_numpy()
+        if "not_null" in spec:
+            present = column.notna().to_numpy()
+            return present if spec["not_null"] else ~present
+        text = column.astype("string")
+        case = bool(spec.get("case_sensitive", False))
+        if "contains" in spec:
+            found = text.str.contains(str(spec["contains"]), case=case, regex=False)
+        else:
+            found = text.str.contains(str(spec["matches"]), case=case, regex=True)
+        return found.fillna(False).to_numpy(dtype=bool)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    topic: str
+    type: str
+    level: str
+    group_by: tuple[str, ...]
+    realert: float  # seconds
+    title: str
+    condition: Condition | None = None  # threshold, sustained
+    where: Condition | None = None  # window_count, baseline_ratio
+    window: float = 0.0
+    threshold: float = 0.0
+    duration: float = 0.0
+    max_gap: float = 0.0
+    baseline: float = 0.0
+    ratio: float = 0.0
+    min_count: float = 0.0
+    value_column: str | None = None
+
+    @property
+    def lookback(self) -> float:
+        """How far before a detected hour the rule must read to decide its first event."""
+        return max(self.window + self.baseline, self.duration + self.max_gap)
+
+    def columns(self) -> set[str]:
+        used = set(self.group_by) | {"timestamp"}
+        for cond in (self.condition, self.where):
+            if cond is not None:
+                used |= set(cond.columns())
+        if self.value_column:
+            used.add(self.value_column)
+        return used
+
+
+def seconds(text: Any, rule: str, field: str) -> float:
+    match = _DURATION.match(str(text))
+    if not match:
+        raise RuleError(f"rule {rule!r}: {field}={text!r} is not a duration like 90s, 3m, 1h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def load_rules(path: Path = DEFAULT_RULES) -> list[Rule]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RuleError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
+        raise RuleError(f"{path}: expected a top-level 'rules:' list")
+    rules = [parse_rule(entry) for entry in document["rules"]]
+    names = [r.name for r in rules]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise RuleError(f"{path}: rule names must be unique; repeated: {', '.join(duplicated)}")
+    return rules
+
+
+def parse_rule(entry: Any) -> Rule:
+    if not isinstance(entry, dict) or not entry.get("name"):
+        raise RuleError(f"every rule needs a name; got {entry!r}")
+    name = str(entry["name"])
+
+    def need(field: str) -> Any:
+        if field not in entry:
+            raise RuleError(f"rule {name!r}: missing {field!r}")
+        return entry[field]
+
+    topic, kind, level = need("topic"), need("type"), need("level")
+    if topic not in EVENT_TYPES:
+        raise RuleError(f"rule {name!r}: topic {topic!r} is not one of {', '.join(EVENT_TYPES)}")
+    if kind not in TYPES:
+        raise RuleError(f"rule {name!r}: type {kind!r} is not one of {', '.join(TYPES)}")
+    if level not in LEVELS:
+        raise RuleError(f"rule {name!r}: level {level!r} is not one of {', '.join(LEVELS)}")
+    fields = set(EVENT_TYPES[topic].names)
+    group_by = tuple(need("group_by"))
+    for column in group_by:
+        if column not in fields:
+            raise RuleError(f"rule {name!r}: group_by column {column!r} is not a {topic} field")
+    realert = seconds(entry.get("realert", "10m"), name, "realert")
+    if realert > 3600 or 3600 % realert:
+        # Buckets then never straddle an hour: detecting hour H recomputes its anomalies whole.
+        raise RuleError(f"rule {name!r}: realert={entry.get('realert')!r} must divide an hour "
+                        "(e.g. 1m, 5m, 10m, 15m, 30m, 1h)")
+    rule_args: dict[str, Any] = {
+        "name": name, "topic": topic, "type": kind, "level": level, "group_by": group_by,
+        "realert": realert,
+        "title": str(need("title")),
+    }
+    if kind in ("threshold", "sustained"):
+        rule_args["condition"] = _condition(need("condition"), name, "condition", fields)
+    if "where" in entry:
+        rule_args["where"] = _condition(entry["where"], name, "where", fields)
+    if kind in ("window_count", "baseline_ratio"):
+        rule_args["window"] = seconds(need("window"), name, "window")
+    if kind == "window_count":
+        rule_args["threshold"] = _number(need("threshold"), name, "threshold")
+    if kind == "sustained":
+        rule_args["duration"] = seconds(need("duration"), name, "duration")
+        rule_args["max_gap"] = seconds(entry.get("max_gap", "2m"), name, "max_gap")
+    if kind == "baseline_ratio":
+        rule_args["baseline"] = seconds(need("baseline"), name, "baseline")
+        rule_args["ratio"] = _number(need("ratio"), name, "ratio")
+        rule_args["min_count"] = _number(entry.get("min_count", 1), name, "min_count")
+    value_column = entry.get("value_column")
+    if value_column is None and rule_args.get("condition") is not None:
+        numeric = [c for c in rule_args["condition"].columns() if c in _numeric_fields(topic)]
+        value_column = numeric[-1] if numeric else None
+    if value_column is not None and value_column not in fields:
+        raise RuleError(f"rule {name!r}: value_column {value_column!r} is not a {topic} field")
+    rule_args["value_column"] = value_column
+    return Rule(**rule_args)
+
+
+def _numeric_fields(topic: str) -> set[str]:
+    import pyarrow as pa
+
+    return {f.name for f in EVENT_TYPES[topic].fields if pa.types.is_floating(f.type)}
+
+
+def _number(value: Any, rule: str, field: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise RuleError(f"rule {rule!r}: {field}={value!r} is not a number") from None
+
+
+def _condition(spec: Any, rule: str, field: str, columns: set[str]) -> Condition:
+    if not isinstance(spec, dict):
+        raise RuleError(f"rule {rule!r}: {field} must be a mapping, got {spec!r}")
+    for combinator in ("all_of", "any_of"):
+        if combinator in spec:
+            parts = spec[combinator]
+            if not isinstance(parts, list) or not parts:
+                raise RuleError(f"rule {rule!r}: {field}.{combinator} needs a list of conditions")
+            for part in parts:
+                _condition(part, rule, f"{field}.{combinator}", columns)
+            return Condition(spec)
+    column = spec.get("column")
+    if column not in columns:
+        raise RuleError(f"rule {rule!r}: {field} column {column!r} is not a field of the topic")
+    tests = [k for k in ("op", "in", "not_null", "contains", "matches") if k in spec]
+    if len(tests) != 1:
+        raise RuleError(f"rule {rule!r}: {field} needs exactly one of op, in, not_null, "
+                        f"contains, matches; got {sorted(spec)}")
+    if "op" in spec:
+        if spec["op"] not in _OPS:
+            raise RuleError(f"rule {rule!r}: {field} op {spec['op']!r} is not one of "
+                            f"{' '.join(_OPS)}")
+        _number(spec.get("value"), rule, f"{field}.value")
+    if "matches" in spec:
+        try:
+            re.compile(str(spec["matches"]))
+        except re.error as exc:
+            raise RuleError(f"rule {rule!r}: {field} pattern is not a regex: {exc}") from None
+    return Condition(spec)
