@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vigil import services
+from vigil.migrate import migrate
 from vigil.services.process import free_port
 from vigil.settings import PROJECT_ROOT, Settings
 
@@ -54,6 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = Settings.from_env()
     try:
         services.up(settings, with_s3=True, report=lambda _line: None)
+        migrate(settings.database_url)
         yield settings
     finally:
         services.down(settings, report=lambda _line: None)

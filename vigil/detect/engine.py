@@ -24,10 +24,11 @@ from vigil.detect.rules import Rule
 DETECTOR = "rules"
 DETECTOR_VERSION = "rules-1"
 _US = 1_000_000
+_EVIDENCE = ("_partition", "_offset")  # landed rows carry their Kafka coordinates
 
 ANOMALY_COLUMNS = ["id", "rule", "detector", "detector_version", "topic", "level", "entity",
                    "group_key", "window_start", "first_seen", "last_seen", "peak", "points",
-                   "title"]
+                   "title", "evidence"]
 
 
 def _micros(frame: pd.DataFrame) -> np.ndarray:
@@ -83,7 +84,8 @@ def firings(rule: Rule, frame: pd.DataFrame) -> pd.DataFrame:
         assert rule.condition is not None
         holds = rule.condition.mask(rows)
         fire, value = _sustained(holds, codes, times, rule)
-    out = rows.loc[:, list(rule.group_by)].copy()
+    carried = [*rule.group_by, *(c for c in _EVIDENCE if c in rows.columns)]
+    out = rows.loc[:, carried].copy()
     out["t"], out["value"] = times, value
     return out[fire]
 
@@ -121,11 +123,17 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
     if fired.empty:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
     bucket_us = max(int(rule.realert * _US), 1)
-    fired = fired.assign(bucket=(fired["t"] // bucket_us) * bucket_us)
+    fired = fired.assign(bucket=(fired["t"] // bucket_us) * bucket_us).sort_values(
+        "t", kind="stable")
     keys = [*rule.group_by, "bucket"]
-    grouped = fired.groupby(keys, dropna=False, sort=True).agg(
-        first_seen=("t", "min"), last_seen=("t", "max"), peak=("value", "max"),
-        points=("t", "size")).reset_index()
+    aggregations: dict[str, tuple[str, str]] = {
+        "first_seen": ("t", "min"), "last_seen": ("t", "max"), "peak": ("value", "max"),
+        "points": ("t", "size")}
+    evidence = [c for c in _EVIDENCE if c in fired.columns]
+    for column in evidence:
+        aggregations[f"first{column}"] = (column, "first")
+        aggregations[f"last{column}"] = (column, "last")
+    grouped = fired.groupby(keys, dropna=False, sort=True).agg(**aggregations).reset_index()
     records = []
     for row in grouped.to_dict("records"):  # one per anomaly, not per event
         group_key = {c: _plain(row[c]) for c in rule.group_by}
@@ -140,6 +148,11 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
             "first_seen": _utc(int(row["first_seen"])), "last_seen": _utc(int(row["last_seen"])),
             "peak": peak, "points": int(row["points"]),
             "title": render_title(rule, group_key, peak),
+            "evidence": ({"first": {"partition": int(row["first_partition"]),
+                                    "offset": int(row["first_offset"])},
+                          "last": {"partition": int(row["last_partition"]),
+                                   "offset": int(row["last_offset"])}}
+                         if evidence else {}),
         })
     return pd.DataFrame.from_records(records, columns=ANOMALY_COLUMNS)
 

@@ -1,0 +1,84 @@
+"""Postgres writes of anomaly_events: batched upserts that keep the Discord outbox intact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+# Values that define an anomaly's content: when one changes, updated_at moves.
+_CONTENT = ("timestamp", "alert_level", "alert_title", "alert_message", "user_id", "tags",
+            "metrics", "rule", "detector_version", "entity", "service", "window_start",
+            "window_end", "evidence")
+
+_UPSERT = f"""
+INSERT INTO anomaly_events (id, timestamp, is_alert, alert_type, alert_level, alert_title,
+    alert_message, user_id, tags, metrics, rule, detector, detector_version, topic, entity,
+    service, window_start, window_end, detected_hour, evidence)
+VALUES (%(id)s, %(timestamp)s, true, %(alert_type)s, %(alert_level)s, %(alert_title)s,
+    %(alert_message)s, %(user_id)s, %(tags)s, %(metrics)s, %(rule)s, %(detector)s,
+    %(detector_version)s, %(topic)s, %(entity)s, %(service)s, %(window_start)s,
+    %(window_end)s, %(detected_hour)s, %(evidence)s)
+ON CONFLICT (id) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _CONTENT)},
+    detected_hour = EXCLUDED.detected_hour,
+    updated_at = now()
+WHERE ({", ".join(f"anomaly_events.{c}" for c in _CONTENT)})
+      IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _CONTENT)})
+"""
+
+
+def anomaly_rows(found: pd.DataFrame, detected_hour: datetime,
+                 rule_details: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Engine output -> anomaly_events rows (one dict per anomaly, a handful per hour)."""
+    rows = []
+    for anomaly in found.to_dict("records"):
+        key: dict[str, Any] = anomaly["group_key"]
+        details = rule_details.get(anomaly["rule"], {})
+        rows.append({
+            "id": anomaly["id"], "timestamp": anomaly["first_seen"],
+            "alert_type": anomaly["rule"], "alert_level": anomaly["level"],
+            "alert_title": anomaly["title"],
+            "alert_message": _message(anomaly, details),
+            "user_id": key.get("user_id"),
+            "tags": json.dumps({"topic": anomaly["topic"], **key}, sort_keys=True),
+            "metrics": json.dumps({"peak": anomaly["peak"], "points": anomaly["points"],
+                                   **details}, sort_keys=True),
+            "rule": anomaly["rule"], "detector": anomaly["detector"],
+            "detector_version": anomaly["detector_version"], "topic": anomaly["topic"],
+            "entity": anomaly["entity"], "service": key.get("service"),
+            "window_start": anomaly["window_start"], "window_end": anomaly["last_seen"],
+            "detected_hour": detected_hour,
+            "evidence": json.dumps(anomaly.get("evidence") or {}, sort_keys=True),
+        })
+    return rows
+
+
+def _message(anomaly: dict[Any, Any], details: dict[str, Any]) -> str:
+    first, last = anomaly["first_seen"], anomaly["last_seen"]
+    span = "at " + f"{first:%H:%M:%S}" if first == last else f"{first:%H:%M:%S}-{last:%H:%M:%S}"
+    limits = ", ".join(f"{k} {v}" for k, v in sorted(details.items()))
+    return (f"{anomaly['title']}. Fired {anomaly['points']} time(s) {span} UTC, peak "
+            f"{anomaly['peak']:g}" + (f" ({limits})" if limits else "") + ".")
+
+
+def replace_hour(conn: psycopg.Connection[Any], detector: str, hour: datetime,
+                 rows: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """Upsert an hour's anomalies of one detector and drop rows it no longer finds.
+
+    One transaction: readers never see the hour half-replaced. Returns (written, removed);
+    rows whose content did not change are not rewritten (updated_at stays).
+    """
+    rows = list(rows)
+    with conn.transaction(), conn.cursor() as cur:
+        if rows:
+            cur.executemany(_UPSERT, rows)
+        written = max(cur.rowcount, 0) if rows else 0
+        cur.execute("DELETE FROM anomaly_events WHERE detector = %s AND detected_hour = %s "
+                    "AND NOT (id = ANY(%s))", (detector, hour, [r["id"] for r in rows]))
+        removed = cur.rowcount
+    return written, removed
