@@ -21,11 +21,18 @@ def _columns(url: str) -> dict[str, str]:
 def test_anomaly_events_has_the_contract_columns_and_indexes(fresh_database: str) -> None:
     migrate(fresh_database)
     cols = _columns(fresh_database)
-    assert cols == {
+    contract = {
         "id": "text", "timestamp": "timestamp with time zone", "is_alert": "boolean",
         "alert_type": "text", "alert_level": "text", "alert_title": "text",
         "alert_message": "text", "user_id": "text", "tags": "jsonb", "metrics": "jsonb",
     }
+    detection = {"rule": "text", "detector": "text", "detector_version": "text",
+                 "entity": "text", "window_start": "timestamp with time zone",
+                 "window_end": "timestamp with time zone", "evidence": "jsonb",
+                 "created_at": "timestamp with time zone",
+                 "updated_at": "timestamp with time zone",
+                 "notified_at": "timestamp with time zone"}
+    assert {k: cols.get(k) for k in {**contract, **detection}} == {**contract, **detection}
     with psycopg.connect(fresh_database) as conn:
         indexed = {row[0] for row in conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE tablename = 'anomaly_events'")}
