@@ -8,6 +8,7 @@ import dagster as dg
 import psycopg
 
 from assets.raw import HOURLY, raw_asset_key
+from vigil.alerts import DiscordWebhook, deliver_pending
 from vigil.detect.hours import detect_hour
 from vigil.detect.rules import DEFAULT_RULES, load_rules
 from vigil.lake import Lake
@@ -23,12 +24,17 @@ def anomaly_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     hour = context.partition_time_window.start
     with psycopg.connect(settings.database_url) as conn:
         result = detect_hour(Lake.open(settings), load_rules(), conn, hour)
+        webhook = (DiscordWebhook(settings.discord_webhook_url)
+                   if settings.discord_webhook_url else None)
+        delivery = deliver_pending(conn, webhook)
     context.log.info(f"{hour:%Y-%m-%d %H}:00 — {result.events:,} events, "
                      f"{result.anomalies} anomalies ({result.written} written, "
                      f"{result.removed} removed)")
     return dg.MaterializeResult(metadata={
         "events": result.events, "anomalies": result.anomalies, "written": result.written,
         "removed": result.removed, "by_rule": dg.MetadataValue.json(result.by_rule),
+        "alerts_sent": delivery.delivered_rows, "alerts_pending": delivery.pending_rows,
+        "alerts": delivery.disabled or "enabled",
         "rules_file": str(DEFAULT_RULES)})
 
 
