@@ -44,9 +44,14 @@ def land_ranges(context: dg.OpExecutionContext, config: IngestConfig) -> dg.Outp
             context.log.info(f"read {read:,} of {total:,} offsets")
             next_mark[0] = next(marks, total + 1)
 
+    try:
+        requested_at = datetime.fromisoformat(config.requested_at)
+    except ValueError:
+        # A config mistake: retrying cannot fix it.
+        raise dg.Failure(f"requested_at={config.requested_at!r} is not an ISO 8601 time",
+                         allow_retries=False) from None
     report = land_offset_ranges(Lake.open(settings), settings.kafka_bootstrap, ranges,
-                                datetime.fromisoformat(config.requested_at),
-                                group=settings.deployment, progress=progress)
+                                requested_at, group=settings.deployment, progress=progress)
     for event in materializations(report):
         context.log_event(event)
     return dg.Output(report.rows, metadata={

@@ -166,6 +166,19 @@ def messages(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]
     return out
 
 
+def pipeline_failure_message(job: str, run_id: str, error: str, url: str) -> dict[str, Any]:
+    """A pipeline (not data) alert: which run failed, why, where to look."""
+    return {
+        "username": "vigil", "allowed_mentions": {"parse": []},
+        "content": _clip(f"**Pipeline alert:** `{job}` run failed", _LIMITS["content"]),
+        "embeds": [{
+            "title": _clip(f"{job} run {run_id[:8]} failed", _LIMITS["title"]),
+            "description": _clip(error, 2000), "url": url, "color": COLORS["critical"],
+            "footer": {"text": "vigil · Dagster"},
+        }],
+    }
+
+
 # ------------------------------------------------------------------ the outbox
 
 

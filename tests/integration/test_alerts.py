@@ -199,3 +199,38 @@ def test_unreachable_webhook_keeps_everything_queued(db: str) -> None:
                           max_attempts=3, timeout=1)
     report = deliver(db, hook)
     assert report.delivered_rows == 0 and pending(db) == 2
+
+
+def test_a_failed_ingest_run_posts_one_pipeline_alert(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from orchestration.alerting import pipeline_failure_alert
+    from orchestration.definitions import defs
+
+    hook = ScriptedWebhook([])
+    monkeypatch.setenv("DISCORD_WEBHOOK_URL", hook.url)
+    try:
+        with dg.instance_for_test() as instance:
+            bad = {"ops": {"land_ranges": {"config": {"ranges": [],
+                                                      "requested_at": "yesterday"}}}}
+            result = defs.resolve_job_def("ingest").execute_in_process(
+                run_config=bad, instance=instance, raise_on_error=False)
+            assert not result.success
+            failure = next(record.dagster_event for record in instance.all_logs(result.run_id)
+                           if record.dagster_event is not None
+                           and record.dagster_event.event_type_value == "PIPELINE_FAILURE")
+            context = dg.build_run_status_sensor_context(
+                sensor_name="pipeline_failure_alert", dagster_event=failure,
+                dagster_instance=instance, dagster_run=result.dagster_run).for_run_failure()
+            pipeline_failure_alert(context)
+            step_failures = [r for r in instance.all_logs(result.run_id)
+                             if r.dagster_event is not None
+                             and r.dagster_event.event_type_value == "STEP_FAILURE"]
+        assert len(step_failures) == 1, "a config mistake is not retried"
+        (_, body), = hook.received
+        embed = body["embeds"][0]
+        assert embed["title"].startswith("ingest run ") and embed["title"].endswith(" failed")
+        assert result.run_id in embed["url"]
+        assert body["allowed_mentions"] == {"parse": []}
+    finally:
+        hook.close()
