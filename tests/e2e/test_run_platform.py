@@ -8,13 +8,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
+import psycopg
 
 from tests.conftest import stack_env
-from tests.integration.landing_helpers import produce_events
-from vigil.lake import Lake
+from vigil.generate import StreamSpec, SyntheticStream
+from vigil.lake import Lake, floor_hour
+from vigil.produce import EventSender, produce_stream
 from vigil.settings import PROJECT_ROOT, TOPICS, Settings
 
 
@@ -25,6 +28,39 @@ def _graphql(port: int, query: str) -> dict[str, object]:
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, object] = json.loads(response.read())
     return answer
+
+
+def _produce_with_scenarios(settings: Settings) -> tuple[dict[str, int], datetime]:
+    hour = floor_hour(datetime.now(UTC)) - timedelta(hours=2)
+    spec = StreamSpec(seed=3, start=hour, rates=dict.fromkeys(TOPICS, 20.0),
+                      scenarios=("error_burst", "large_amount"), horizon=60)
+    report = produce_stream(EventSender(settings.kafka_bootstrap), SyntheticStream(spec),
+                            list(TOPICS), 60, None, lambda _labels: None)
+    return dict(report.delivered), hour
+
+
+def _backfill_and_wait(env: dict[str, str], settings: Settings, hour: datetime
+                       ) -> list[tuple[str, str, str]]:
+    """`dagster job backfill` against the running instance; the daemon runs it."""
+    dagster_env = {**env, "DAGSTER_HOME": str(settings.state_dir / "dagster"),
+                   "VIGIL_DAGSTER_STORAGE_URL": settings.dagster_storage_url}
+    launched = subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "backfill", "-w",
+         str(PROJECT_ROOT / "workspace.yaml"), "-j", "detect_hours", "--partitions",
+         hour.strftime("%Y-%m-%d-%H:%M"), "--noprompt"],
+        env=dagster_env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
+        check=False)
+    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:]
+    deadline = time.monotonic() + 150
+    rows: list[tuple[str, str, str]] = []
+    while time.monotonic() < deadline:
+        with psycopg.connect(settings.database_url) as conn:
+            rows = [(r[0], r[1], r[2]) for r in conn.execute(
+                "SELECT id, rule, alert_title FROM anomaly_events ORDER BY id").fetchall()]
+        if rows:
+            return rows
+        time.sleep(1)
+    raise AssertionError("the backfill run wrote no anomalies")
 
 
 def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
@@ -62,7 +98,7 @@ def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
         # The kafka sensor is on by default: events produced now land in the lake through
         # the daemon's ticks and queued ingest runs, with no operator action.
         settings = Settings.from_env(env)
-        produced = produce_events(settings.kafka_bootstrap, seconds=10, rate=20, seed=3)
+        produced, hour = _produce_with_scenarios(settings)
         lake = Lake(settings.lake_url)
         deadline = time.monotonic() + 120
         landed: dict[str, int] = {}
@@ -72,6 +108,14 @@ def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
                 break
             time.sleep(1)
         assert landed == produced, (landed, produced)
+
+        # A backfill launched through Dagster recomputes the hour from the lake alone, and
+        # reproduces the rows after they are deleted.
+        first = _backfill_and_wait(env, settings, hour)
+        assert {row[1] for row in first} >= {"error_spike", "large_amount"}
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute("DELETE FROM anomaly_events")
+        assert _backfill_and_wait(env, settings, hour) == first
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
         rest, _ = proc.communicate(timeout=120)
