@@ -36,14 +36,17 @@ def _micros(frame: pd.DataFrame) -> np.ndarray:
     return stamps.to_numpy(dtype="datetime64[us]").astype(np.int64)
 
 
-def _ordered(frame: pd.DataFrame, rule: Rule) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Rows sorted by (entity, time), with entity codes and times in microseconds."""
+def _order(frame: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The permutation sorting rows by (entity, time), with sorted entity codes and times.
+
+    Only these arrays are reordered; the frame itself is never copied in full."""
     if frame.empty:
-        return frame, np.empty(0, np.int64), np.empty(0, np.int64)
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty
     codes = frame.groupby(list(rule.group_by), dropna=False, sort=False).ngroup().to_numpy()
     times = _micros(frame)
     order = np.lexsort((times, codes))
-    return frame.iloc[order], codes[order], times[order]
+    return order, codes[order], times[order]
 
 
 def _keyed(codes: np.ndarray, times: np.ndarray, reach: int) -> np.ndarray:
@@ -58,15 +61,17 @@ def _keyed(codes: np.ndarray, times: np.ndarray, reach: int) -> np.ndarray:
 
 def firings(rule: Rule, frame: pd.DataFrame) -> pd.DataFrame:
     """Events at which `rule` holds: its group columns, `t` (µs) and `value`."""
+    carried = [*rule.group_by, *(c for c in _EVIDENCE if c in frame.columns)]
+    frame = frame[sorted(rule.columns() | set(carried))]  # only what the rule reads
     if rule.where is not None and not frame.empty:
         frame = frame[rule.where.mask(frame)]
-    rows, codes, times = _ordered(frame, rule)
-    if rows.empty:
+    order, codes, times = _order(frame, rule)
+    if len(order) == 0:
         return pd.DataFrame(columns=[*rule.group_by, "t", "value"])
     if rule.type == "threshold":
         assert rule.condition is not None
-        fire = rule.condition.mask(rows)
-        value = _values(rule, rows)
+        fire = rule.condition.mask(frame)[order]
+        value = _values(rule, frame)[order]
     elif rule.type == "window_count":
         key = _keyed(codes, times, int(rule.window * _US))
         left = np.searchsorted(key, key - int(rule.window * _US), side="right")
@@ -82,12 +87,11 @@ def firings(rule: Rule, frame: pd.DataFrame) -> pd.DataFrame:
         fire = (value >= rule.min_count) & (value >= rule.ratio * np.maximum(expected, 1.0))
     else:  # sustained
         assert rule.condition is not None
-        holds = rule.condition.mask(rows)
+        holds = rule.condition.mask(frame)[order]
         fire, value = _sustained(holds, codes, times, rule)
-    carried = [*rule.group_by, *(c for c in _EVIDENCE if c in rows.columns)]
-    out = rows.loc[:, carried].copy()
-    out["t"], out["value"] = times, value
-    return out[fire]
+    out = frame.iloc[order[fire]].loc[:, carried].copy()
+    out["t"], out["value"] = times[fire], value[fire]
+    return out
 
 
 def _values(rule: Rule, rows: pd.DataFrame) -> np.ndarray:
