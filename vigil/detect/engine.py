@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from vigil.detect.rules import Rule
 
@@ -36,17 +38,49 @@ def _micros(frame: pd.DataFrame) -> np.ndarray:
     return stamps.to_numpy(dtype="datetime64[us]").astype(np.int64)
 
 
-def _order(frame: pd.DataFrame, rule: Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The permutation sorting rows by (entity, time), with sorted entity codes and times.
+class TopicFrame:
+    """A topic's events with what every rule needs computed once: times in µs and entity
+    codes per group_by (shared by the rules that group alike)."""
 
-    Only these arrays are reordered; the frame itself is never copied in full."""
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.times = _micros(frame) if not frame.empty else np.empty(0, np.int64)
+        self._codes: dict[tuple[str, ...], np.ndarray] = {}
+
+    def codes(self, group_by: tuple[str, ...]) -> np.ndarray:
+        if group_by not in self._codes:
+            self._codes[group_by] = _entity_codes(self.frame, group_by)
+        return self._codes[group_by]
+
+
+def _column_codes(column: pd.Series) -> np.ndarray:
+    """Dense codes of one column (nulls are a value of their own), via Arrow's hashing."""
+    values = pa.array(column) if not hasattr(column.array, "_pa_array") \
+        else column.array._pa_array
+    encoded = pc.dictionary_encode(values, null_encoding="encode")
+    # Over a chunked array the kernel keeps one memo table, so every chunk's indices refer
+    # to the same (growing) dictionary and can simply be concatenated.
+    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+    if not chunks:
+        return np.empty(0, np.int64)
+    return np.concatenate([np.asarray(c.indices.to_numpy(zero_copy_only=False), np.int64)
+                           for c in chunks])
+
+
+def _entity_codes(frame: pd.DataFrame, group_by: tuple[str, ...]) -> np.ndarray:
     if frame.empty:
-        empty = np.empty(0, np.int64)
-        return empty, empty, empty
-    codes = frame.groupby(list(rule.group_by), dropna=False, sort=False).ngroup().to_numpy()
-    times = _micros(frame)
-    order = np.lexsort((times, codes))
-    return order, codes[order], times[order]
+        return np.empty(0, np.int64)
+    codes = _column_codes(frame[group_by[0]])
+    for column in group_by[1:]:
+        more = _column_codes(frame[column])
+        codes = codes * (int(more.max()) + 1) + more
+        codes = np.unique(codes, return_inverse=True)[1]  # keep codes small: no overflow
+    return codes
+
+
+def _order(codes: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """The permutation sorting rows by (entity, time); only these arrays get reordered."""
+    return np.lexsort((times, codes))
 
 
 def _keyed(codes: np.ndarray, times: np.ndarray, reach: int) -> np.ndarray:
@@ -59,15 +93,20 @@ def _keyed(codes: np.ndarray, times: np.ndarray, reach: int) -> np.ndarray:
     return codes.astype(np.int64) * span + (times - base)
 
 
-def firings(rule: Rule, frame: pd.DataFrame) -> pd.DataFrame:
+def firings(rule: Rule, events: pd.DataFrame | TopicFrame) -> pd.DataFrame:
     """Events at which `rule` holds: its group columns, `t` (µs) and `value`."""
+    prepared = events if isinstance(events, TopicFrame) else TopicFrame(events)
+    frame = prepared.frame
     carried = [*rule.group_by, *(c for c in _EVIDENCE if c in frame.columns)]
     frame = frame[sorted(rule.columns() | set(carried))]  # only what the rule reads
+    codes, times = prepared.codes(rule.group_by), prepared.times
     if rule.where is not None and not frame.empty:
-        frame = frame[rule.where.mask(frame)]
-    order, codes, times = _order(frame, rule)
-    if len(order) == 0:
+        keep = rule.where.mask(frame)
+        frame, codes, times = frame[keep], codes[keep], times[keep]
+    if frame.empty:
         return pd.DataFrame(columns=[*rule.group_by, "t", "value"])
+    order = _order(codes, times)
+    codes, times = codes[order], times[order]
     if rule.type == "threshold":
         assert rule.condition is not None
         fire = rule.condition.mask(frame)[order]
@@ -168,11 +207,11 @@ def detect(rules: list[Rule], frames: dict[str, pd.DataFrame], start: datetime,
     `frames` must hold each topic's events from `start - lookback(rules)` to `end`.
     """
     found = []
+    prepared = {topic: TopicFrame(frame) for topic, frame in frames.items()}
     for rule in rules:
-        frame = frames.get(rule.topic)
-        if frame is None:
+        if rule.topic not in prepared:
             continue
-        found.append(anomalies(rule, firings(rule, frame), start, end))
+        found.append(anomalies(rule, firings(rule, prepared[rule.topic]), start, end))
     found = [f for f in found if not f.empty]
     if not found:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
