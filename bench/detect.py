@@ -46,9 +46,14 @@ def generate(events: int) -> dict[str, pa.Table]:
 
 
 def as_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Events as the original consumer saw them: one dict each (json.loads output)."""
-    out = frame.assign(t=frame["timestamp"].astype("int64") / 1e6)
+    """Events as the original consumer received them: one dict each, as json.loads gives
+    them, with the ISO 8601 timestamp string of the wire format."""
+    out = frame.assign(timestamp=frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     return out.to_dict("records")  # type: ignore[return-value]
+
+
+def _seconds(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["timestamp"]).timestamp()
 
 
 def per_event(events: dict[str, list[dict[str, Any]]]) -> int:
@@ -58,7 +63,7 @@ def per_event(events: dict[str, list[dict[str, Any]]]) -> int:
     user_recent: dict[str, deque[float]] = defaultdict(deque)
     user_history: dict[str, deque[float]] = defaultdict(deque)
     for event in events["logs"]:
-        t = event["t"]
+        t = _seconds(event)
         if event["level"] in ("ERROR", "CRITICAL"):
             window = errors[event["service"]]
             window.append(t)
@@ -79,7 +84,7 @@ def per_event(events: dict[str, list[dict[str, Any]]]) -> int:
     runs: dict[str, float | None] = {}
     last: dict[str, float] = {}
     for event in events["metrics"]:
-        t, host = event["t"], event["host"]
+        t, host = _seconds(event), event["host"]
         hot = event["cpu_percent"] >= 80
         if not hot or t - last.get(host, -1e18) > 120:
             runs[host] = t if hot else None
@@ -92,7 +97,7 @@ def per_event(events: dict[str, list[dict[str, Any]]]) -> int:
         alerts += hot and event["latency_ms"] > 1000
     spends: dict[str, deque[float]] = defaultdict(deque)
     for event in events["transactions"]:
-        t = event["t"]
+        t = _seconds(event)
         alerts += event["amount"] > 10000
         window = spends[event["user_id"]]
         window.append(t)
