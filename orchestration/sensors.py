@@ -14,7 +14,7 @@ from confluent_kafka import KafkaException
 from jobs.ingest import ingest
 from vigil.cursor import IngestPolicy, dump_cursor, load_cursor, plan_next
 from vigil.ingest import run_key
-from vigil.kafka import watermarks
+from vigil.kafka import topic_watermarks
 from vigil.settings import TOPICS, Settings
 
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
@@ -38,8 +38,7 @@ def kafka_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.Sk
         return dg.SkipReason(f"backpressure: {in_flight} ingest runs queued or running "
                              f"(limit {settings.ingest_max_in_flight})")
     try:
-        marks = {topic: watermarks(settings.kafka_bootstrap, topic, timeout=5.0)
-                 for topic in TOPICS}
+        marks = topic_watermarks(settings.kafka_bootstrap, TOPICS, timeout=5.0)
     except (KafkaException, RuntimeError) as exc:
         return dg.SkipReason(f"Kafka at {settings.kafka_bootstrap} is unreachable ({exc}); "
                              "the cursor is kept and the next tick retries")

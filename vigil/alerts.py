@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -48,7 +48,6 @@ class DiscordWebhook:
     backoff: float = 0.5
     sleep: Callable[[float], None] = time.sleep
     _ready_at: float = 0.0  # monotonic time before which the bucket is exhausted
-    posts: int = field(default=0)
 
     def post(self, payload: dict[str, Any]) -> None:
         """Deliver one message or raise; transient failures are retried here."""
@@ -64,7 +63,6 @@ class DiscordWebhook:
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     self._note_bucket(response.headers)
-                    self.posts += 1
                     return
             except urllib.error.HTTPError as exc:
                 self._note_bucket(exc.headers)

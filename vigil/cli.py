@@ -51,7 +51,7 @@ def _print_status(settings: Settings) -> list[ServiceStatus]:
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     """Services, then per-partition lag: offsets in Kafka not yet landed in the lake."""
-    from vigil.kafka import broker_answers, committed_offsets, watermarks
+    from vigil.kafka import broker_answers, committed_offsets, topic_watermarks
     from vigil.settings import TOPICS
 
     statuses = _print_status(settings)
@@ -62,10 +62,10 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
           "landed offset)")
     print(f"{'topic':<14} {'partition':>9} {'high':>12} {'landed':>12} {'lag':>10}")
     total = 0
-    for topic in TOPICS:
-        marks = watermarks(settings.kafka_bootstrap, topic)
-        landed = committed_offsets(settings.kafka_bootstrap, settings.deployment,
-                                   [(topic, p) for p in marks])
+    all_marks = topic_watermarks(settings.kafka_bootstrap, TOPICS)
+    landed = committed_offsets(settings.kafka_bootstrap, settings.deployment,
+                               [(t, p) for t, marks in all_marks.items() for p in marks])
+    for topic, marks in all_marks.items():
         for partition, (low, high) in sorted(marks.items()):
             done = landed.get((topic, partition), -1)
             lag = high - (done if done >= 0 else low)

@@ -16,7 +16,6 @@ host sustains 80 % CPU — so every alert of those rules maps to a labelled scen
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -694,12 +693,3 @@ _EVENT_SCENARIOS: dict[str, Callable[[SyntheticStream, np.random.Generator, Plac
     "rapid_fire": _rapid_fire, "card_testing": _card_testing,
     "unusual_country": _unusual_country,
 }
-
-
-def stream_digest(tables: list[pa.Table]) -> str:
-    """A content hash of generated tables, for determinism checks."""
-    digest = hashlib.sha256()
-    for table in tables:
-        for column in table.columns:
-            digest.update(str(column.to_pylist()).encode())
-    return digest.hexdigest()

@@ -26,7 +26,7 @@ from vigil.kafka import (
     RecordBatch,
     commit_landed,
     high_watermarks,
-    watermarks,
+    topic_watermarks,
 )
 from vigil.lake import (
     QUARANTINE_SCHEMA,
@@ -87,10 +87,6 @@ class TopicLanding:
     @property
     def bytes(self) -> int:
         return sum(f.bytes for f in self.files)
-
-    @property
-    def hours(self) -> list[datetime]:
-        return sorted({f.hour for f in self.files})
 
 
 @dataclass
@@ -246,11 +242,10 @@ def _write(lake: Lake, area: str, topic: str, partition: int, hour: datetime,
 def _lag_after(bootstrap: str, ranges: list[OffsetRange]) -> dict[str, dict[int, int]]:
     lag: dict[str, dict[int, int]] = defaultdict(dict)
     try:
-        for topic in {r.topic for r in ranges}:
-            marks = watermarks(bootstrap, topic)
-            for r in ranges:
-                if r.topic == topic and r.partition in marks:
-                    lag[topic][r.partition] = max(0, marks[r.partition][1] - r.end)
+        marks = topic_watermarks(bootstrap, {r.topic for r in ranges})
+        for r in ranges:
+            if r.partition in marks[r.topic]:
+                lag[r.topic][r.partition] = max(0, marks[r.topic][r.partition][1] - r.end)
     except Exception as exc:  # lag is reporting, never a reason to fail a landed run
         log.warning("could not read watermarks for lag: %s", exc)
     return dict(lag)

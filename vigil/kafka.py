@@ -93,8 +93,12 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
     return Producer(config)
 
 
-def watermarks(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
-    """{partition: (low, high)} read from the broker, without joining a consumer group."""
+def topic_watermarks(bootstrap: str, topics: Iterable[str], timeout: float = 10.0
+                     ) -> dict[str, dict[int, tuple[int, int]]]:
+    """{topic: {partition: (low, high)}} through one client, without joining a group.
+
+    A topic the broker does not have maps to no partitions.
+    """
     import time
 
     from confluent_kafka import Consumer, TopicPartition
@@ -105,11 +109,14 @@ def watermarks(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, t
         deadline = time.monotonic() + timeout
         while True:
             try:
-                metadata = consumer.list_topics(topic, timeout=timeout)
-                partitions = sorted(metadata.topics[topic].partitions)
-                return {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                          timeout=timeout)
-                        for p in partitions}
+                metadata = consumer.list_topics(timeout=timeout)
+                out: dict[str, dict[int, tuple[int, int]]] = {}
+                for topic in topics:
+                    found = metadata.topics.get(topic)
+                    out[topic] = {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                                    timeout=timeout)
+                                  for p in sorted(found.partitions if found else ())}
+                return out
             except KafkaException as exc:
                 # Leadership moves (a new topic, a restarted broker) are retriable.
                 if not exc.args[0].retriable() or time.monotonic() > deadline:
@@ -117,6 +124,11 @@ def watermarks(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, t
                 time.sleep(0.2)
     finally:
         consumer.close()
+
+
+def watermarks(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """{partition: (low, high)} of one topic."""
+    return topic_watermarks(bootstrap, [topic], timeout)[topic]
 
 
 @dataclass
@@ -241,16 +253,20 @@ def _group_consumer(bootstrap: str, group: str) -> Any:
                      "enable.auto.commit": False})
 
 
+def _committed(consumer: Any, partitions: Iterable[tuple[str, int]], timeout: float
+               ) -> dict[tuple[str, int], int]:
+    from confluent_kafka import TopicPartition
+
+    found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=timeout)
+    return {(tp.topic, tp.partition): tp.offset for tp in found}
+
+
 def committed_offsets(bootstrap: str, group: str, partitions: Iterable[tuple[str, int]],
                       timeout: float = 10.0) -> dict[tuple[str, int], int]:
     """The group's committed next offsets (-1 where it has none)."""
-    from confluent_kafka import TopicPartition
-
     consumer = _group_consumer(bootstrap, group)
     try:
-        found = consumer.committed([TopicPartition(t, p) for t, p in partitions],
-                                   timeout=timeout)
-        return {(tp.topic, tp.partition): tp.offset for tp in found}
+        return _committed(consumer, partitions, timeout)
     finally:
         consumer.close()
 
@@ -263,19 +279,19 @@ def commit_landed(bootstrap: str, group: str, ends: dict[tuple[str, int], int],
     """
     from confluent_kafka import TopicPartition
 
-    current = committed_offsets(bootstrap, group, ends, timeout)
-    forward = [TopicPartition(t, p, end) for (t, p), end in ends.items()
-               if end > current.get((t, p), -1)]
-    if not forward:
-        return
     consumer = _group_consumer(bootstrap, group)
     try:
-        consumer.commit(offsets=forward, asynchronous=False)
+        current = _committed(consumer, ends, timeout)
+        forward = [TopicPartition(t, p, end) for (t, p), end in ends.items()
+                   if end > current.get((t, p), -1)]
+        if forward:
+            consumer.commit(offsets=forward, asynchronous=False)
     finally:
         consumer.close()
 
 
 def high_watermarks(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """{(topic, partition): high watermark} for every partition of `topics`."""
-    return {(topic, partition): high for topic in topics
-            for partition, (_low, high) in watermarks(bootstrap, topic).items()}
+    return {(topic, partition): high
+            for topic, partitions in topic_watermarks(bootstrap, topics).items()
+            for partition, (_low, high) in partitions.items()}

@@ -137,53 +137,39 @@ class Lake:
 
     # ------------------------------------------------------------------ reading
 
+    def _data_files(self, directory: str, recursive: bool = False) -> list[str]:
+        """Complete data files under a lake directory: hidden temporaries are skipped."""
+        selector = pafs.FileSelector(self.full(directory), recursive=recursive,
+                                     allow_not_found=True)
+        return sorted(info.path for info in self.fs.get_file_info(selector)
+                      if info.type == pafs.FileType.File
+                      and info.base_name.endswith(".parquet")
+                      and not info.base_name.startswith((".", "_")))
+
     def files(self, area: str, topic: str, start: datetime, end: datetime) -> list[str]:
         """Data files of the hours overlapping [start, end): only those directories are listed."""
-        out: list[str] = []
-        for hour in hours_between(start, end):
-            selector = pafs.FileSelector(self.full(hour_dir(area, topic, hour)),
-                                         allow_not_found=True)
-            out += sorted(info.path for info in self.fs.get_file_info(selector)
-                          if info.type == pafs.FileType.File
-                          and info.base_name.endswith(".parquet")
-                          and not info.base_name.startswith((".", "_")))
-        return out
+        return [path for hour in hours_between(start, end)
+                for path in self._data_files(hour_dir(area, topic, hour))]
+
+    def events_dataset(self, topic: str, start: datetime, end: datetime) -> pads.Dataset:
+        """One topic's landed events with start <= timestamp < end, as a lazy dataset."""
+        ts = pads.field("timestamp")
+        return pads.dataset(self.files("raw", topic, start, end), schema=raw_schema(topic),
+                            format="parquet", filesystem=self.fs).filter(
+            (ts >= pa.scalar(start, TIMESTAMP)) & (ts < pa.scalar(end, TIMESTAMP)))
 
     def read_events(self, topic: str, start: datetime, end: datetime,
                     columns: list[str] | None = None) -> pa.Table:
         """One topic's landed events with start <= timestamp < end, ordered by time."""
-        schema = raw_schema(topic)
-        files = self.files("raw", topic, start, end)
-        if not files:
-            table = schema.empty_table()
-            return table.select(columns) if columns else table
-        dataset = pads.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
-        ts = pads.field("timestamp")
-        table = dataset.to_table(
-            columns=columns,
-            filter=(ts >= pa.scalar(start, TIMESTAMP)) & (ts < pa.scalar(end, TIMESTAMP)))
+        table = self.events_dataset(topic, start, end).to_table(columns=columns)
         if "timestamp" in table.column_names:
             table = table.sort_by([("timestamp", "ascending")])
         return table
 
-    def read_quarantine(self, topic: str, start: datetime, end: datetime) -> pa.Table:
-        files = self.files("quarantine", topic, start, end)
-        if not files:
-            return QUARANTINE_SCHEMA.empty_table()
-        return pads.dataset(files, schema=QUARANTINE_SCHEMA, format="parquet",
-                            filesystem=self.fs).to_table()
-
     def read_all(self, area: str, topic: str) -> pa.Table:
         """Every file of a topic (tests and small lakes; detection reads by time range)."""
-        selector = pafs.FileSelector(self.full(f"{area}/{topic}"), recursive=True,
-                                     allow_not_found=True)
-        files = sorted(info.path for info in self.fs.get_file_info(selector)
-                       if info.type == pafs.FileType.File
-                       and info.base_name.endswith(".parquet")
-                       and not info.base_name.startswith((".", "_")))
+        files = self._data_files(f"{area}/{topic}", recursive=True)
         schema = raw_schema(topic) if area == "raw" else QUARANTINE_SCHEMA
-        if not files:
-            return schema.empty_table()
         return pads.dataset(files, schema=schema, format="parquet",
                             filesystem=self.fs).to_table()
 
@@ -209,11 +195,7 @@ def query_events(lake: Lake, topic: str, start: datetime, end: datetime, sql: st
     """
     import duckdb
 
-    files = lake.files("raw", topic, start, end)
-    ts = pads.field("timestamp")
-    events = pads.dataset(files, schema=raw_schema(topic), format="parquet",
-                          filesystem=lake.fs).filter(
-        (ts >= pa.scalar(start, TIMESTAMP)) & (ts < pa.scalar(end, TIMESTAMP)))
+    events = lake.events_dataset(topic, start, end)
     with duckdb.connect() as con:
         con.register("events", events)
         return con.sql(sql).to_arrow_table()
