@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vigil.detect.rules import Rule
+from vigil.detect.rules import Rule, dictionary_parts
 
 DETECTOR = "rules"
 DETECTOR_VERSION = "rules-1"
@@ -33,54 +33,81 @@ ANOMALY_COLUMNS = ["id", "rule", "detector", "detector_version", "topic", "level
                    "title", "evidence"]
 
 
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table read from the lake -> the frame the engine works on. Dictionary
+    columns stay Arrow dictionaries: no string is materialised or hashed again."""
+    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t)
+                           if pa.types.is_dictionary(t) else None)
+
+
 def _micros(frame: pd.DataFrame) -> np.ndarray:
     stamps = pd.to_datetime(frame["timestamp"], utc=True)
     return stamps.to_numpy(dtype="datetime64[us]").astype(np.int64)
 
 
 class TopicFrame:
-    """A topic's events with what every rule needs computed once: times in µs and entity
-    codes per group_by (shared by the rules that group alike)."""
+    """A topic's events with what every rule needs computed once: times in µs, the order
+    of rows by time, and dense entity codes per column (shared by the rules)."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
         self.times = _micros(frame) if not frame.empty else np.empty(0, np.int64)
-        self._codes: dict[tuple[str, ...], np.ndarray] = {}
+        # Lake reads concatenate files of several partitions: sorted runs, which a stable
+        # (tim)sort merges cheaply; a time-ordered frame skips the sort.
+        ordered = len(self.times) < 2 or bool(np.all(self.times[1:] >= self.times[:-1]))
+        self.by_time = (np.arange(len(self.times)) if ordered
+                        else np.argsort(self.times, kind="stable"))
+        self._codes: dict[str, np.ndarray] = {}
 
     def codes(self, group_by: tuple[str, ...]) -> np.ndarray:
-        if group_by not in self._codes:
-            self._codes[group_by] = _entity_codes(self.frame, group_by)
-        return self._codes[group_by]
+        for column in group_by:
+            if column not in self._codes:
+                self._codes[column] = _column_codes(self.frame[column])
+        return _combine([self._codes[c] for c in group_by])
 
 
 def _column_codes(column: pd.Series) -> np.ndarray:
     """Dense codes of one column (nulls are a value of their own), via Arrow's hashing."""
+    if len(column) == 0:
+        return np.empty(0, np.int64)
+    distinct = dictionary_parts(column)  # read from the lake as a dictionary: codes given
+    if distinct is not None:
+        values, codes = distinct
+        return np.where(codes < 0, len(values), codes)
     values = pa.array(column) if not hasattr(column.array, "_pa_array") \
         else column.array._pa_array
     encoded = pc.dictionary_encode(values, null_encoding="encode")
     # Over a chunked array the kernel keeps one memo table, so every chunk's indices refer
     # to the same (growing) dictionary and can simply be concatenated.
     chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
-    if not chunks:
-        return np.empty(0, np.int64)
     return np.concatenate([np.asarray(c.indices.to_numpy(zero_copy_only=False), np.int64)
                            for c in chunks])
+
+
+def _combine(parts: list[np.ndarray]) -> np.ndarray:
+    codes = parts[0]
+    for more in parts[1:]:
+        codes = codes * (int(more.max(initial=0)) + 1) + more
+        codes = pd.factorize(codes)[0].astype(np.int64)  # keep codes small: no overflow
+    return codes
 
 
 def _entity_codes(frame: pd.DataFrame, group_by: tuple[str, ...]) -> np.ndarray:
     if frame.empty:
         return np.empty(0, np.int64)
-    codes = _column_codes(frame[group_by[0]])
-    for column in group_by[1:]:
-        more = _column_codes(frame[column])
-        codes = codes * (int(more.max()) + 1) + more
-        codes = np.unique(codes, return_inverse=True)[1]  # keep codes small: no overflow
-    return codes
+    return _combine([_column_codes(frame[column]) for column in group_by])
 
 
-def _order(codes: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """The permutation sorting rows by (entity, time); only these arrays get reordered."""
-    return np.lexsort((times, codes))
+def _by_entity(codes: np.ndarray) -> np.ndarray:
+    """Stable argsort of entity codes: rows already in time order stay so within an entity.
+    Radix passes over 16-bit digits: linear, ~8x faster than a comparison sort here."""
+    top = int(codes.max(initial=0))
+    if top < 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    if top < 1 << 32:
+        order = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
+        return order[np.argsort((codes[order] >> 16).astype(np.uint16), kind="stable")]
+    return np.argsort(codes, kind="stable")
 
 
 def _keyed(codes: np.ndarray, times: np.ndarray, reach: int) -> np.ndarray:
@@ -98,20 +125,24 @@ def firings(rule: Rule, events: pd.DataFrame | TopicFrame) -> pd.DataFrame:
     prepared = events if isinstance(events, TopicFrame) else TopicFrame(events)
     frame = prepared.frame
     carried = [*rule.group_by, *(c for c in _EVIDENCE if c in frame.columns)]
-    frame = frame[sorted(rule.columns() | set(carried))]  # only what the rule reads
-    codes, times = prepared.codes(rule.group_by), prepared.times
-    if rule.where is not None and not frame.empty:
-        keep = rule.where.mask(frame)
-        frame, codes, times = frame[keep], codes[keep], times[keep]
     if frame.empty:
         return pd.DataFrame(columns=[*rule.group_by, "t", "value"])
-    order = _order(codes, times)
-    codes, times = codes[order], times[order]
-    if rule.type == "threshold":
+    if rule.type == "threshold":  # each event decides alone: no entity order needed
         assert rule.condition is not None
-        fire = rule.condition.mask(frame)[order]
-        value = _values(rule, frame)[order]
-    elif rule.type == "window_count":
+        keep = rule.condition.mask(frame)
+        if rule.where is not None:
+            keep &= rule.where.mask(frame)
+        rows = np.flatnonzero(keep)
+        return _fired(rule, frame, carried, rows, prepared.times[rows],
+                      _values(rule, frame.iloc[rows]))
+    rows = prepared.by_time
+    if rule.where is not None:
+        rows = rows[rule.where.mask(frame)[rows]]
+    codes = prepared.codes(rule.group_by)[rows]
+    entity_order = _by_entity(codes)
+    rows, codes = rows[entity_order], codes[entity_order]  # by (entity, time)
+    times = prepared.times[rows]
+    if rule.type == "window_count":
         key = _keyed(codes, times, int(rule.window * _US))
         left = np.searchsorted(key, key - int(rule.window * _US), side="right")
         value = (np.arange(len(key)) - left + 1).astype(float)
@@ -126,10 +157,15 @@ def firings(rule: Rule, events: pd.DataFrame | TopicFrame) -> pd.DataFrame:
         fire = (value >= rule.min_count) & (value >= rule.ratio * np.maximum(expected, 1.0))
     else:  # sustained
         assert rule.condition is not None
-        holds = rule.condition.mask(frame)[order]
+        holds = rule.condition.mask(frame)[rows]
         fire, value = _sustained(holds, codes, times, rule)
-    out = frame.iloc[order[fire]].loc[:, carried].copy()
-    out["t"], out["value"] = times[fire], value[fire]
+    return _fired(rule, frame, carried, rows[fire], times[fire], value[fire])
+
+
+def _fired(rule: Rule, frame: pd.DataFrame, carried: list[str], rows: np.ndarray,
+           times: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    out = frame.iloc[rows].loc[:, carried].reset_index(drop=True)
+    out["t"], out["value"] = times, values
     return out
 
 
@@ -165,36 +201,41 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
     fired = fired[(fired["t"] >= lo) & (fired["t"] < hi)]
     if fired.empty:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
+    # Sort firings by (entity, bucket, time) and cut at each change: one anomaly per run.
     bucket_us = max(int(rule.realert * _US), 1)
-    fired = fired.assign(bucket=(fired["t"] // bucket_us) * bucket_us).sort_values(
-        "t", kind="stable")
-    keys = [*rule.group_by, "bucket"]
-    aggregations: dict[str, tuple[str, str]] = {
-        "first_seen": ("t", "min"), "last_seen": ("t", "max"), "peak": ("value", "max"),
-        "points": ("t", "size")}
-    evidence = [c for c in _EVIDENCE if c in fired.columns]
-    for column in evidence:
-        aggregations[f"first{column}"] = (column, "first")
-        aggregations[f"last{column}"] = (column, "last")
-    grouped = fired.groupby(keys, dropna=False, sort=True).agg(**aggregations).reset_index()
+    t = fired["t"].to_numpy(np.int64)
+    values = fired["value"].to_numpy(float)
+    bucket = t // bucket_us * bucket_us
+    entity = _entity_codes(fired, rule.group_by)
+    order = np.lexsort((t, bucket, entity))
+    t, values, bucket, entity = t[order], values[order], bucket[order], entity[order]
+    cut = np.flatnonzero((entity[1:] != entity[:-1]) | (bucket[1:] != bucket[:-1])) + 1
+    firsts = np.concatenate(([0], cut))
+    lasts = np.concatenate((cut, [len(t)])) - 1
+    peaks = np.maximum.reduceat(values, firsts)
+    keys = fired[list(rule.group_by)].iloc[order[firsts]].to_dict("records")
+    evidence = all(c in fired.columns for c in _EVIDENCE)
+    if evidence:
+        partitions = fired["_partition"].to_numpy()[order]
+        offsets = fired["_offset"].to_numpy()[order]
     records = []
-    for row in grouped.to_dict("records"):  # one per anomaly, not per event
-        group_key = {c: _plain(row[c]) for c in rule.group_by}
-        window_start = _utc(int(row["bucket"]))
-        peak = float(row["peak"])
+    for k, (first, last) in enumerate(zip(firsts, lasts, strict=True)):  # per anomaly
+        group_key = {str(c): _plain(v) for c, v in keys[k].items()}
+        window_start = _utc(int(bucket[first]))
+        peak = float(peaks[k])
         records.append({
             "id": anomaly_id(rule.name, group_key, window_start),
             "rule": rule.name, "detector": DETECTOR, "detector_version": DETECTOR_VERSION,
             "topic": rule.topic, "level": rule.level,
             "entity": " / ".join("-" if v is None else str(v) for v in group_key.values()),
             "group_key": group_key, "window_start": window_start,
-            "first_seen": _utc(int(row["first_seen"])), "last_seen": _utc(int(row["last_seen"])),
-            "peak": peak, "points": int(row["points"]),
+            "first_seen": _utc(int(t[first])), "last_seen": _utc(int(t[last])),
+            "peak": peak, "points": int(last - first + 1),
             "title": render_title(rule, group_key, peak),
-            "evidence": ({"first": {"partition": int(row["first_partition"]),
-                                    "offset": int(row["first_offset"])},
-                          "last": {"partition": int(row["last_partition"]),
-                                   "offset": int(row["last_offset"])}}
+            "evidence": ({"first": {"partition": int(partitions[first]),
+                                    "offset": int(offsets[first])},
+                          "last": {"partition": int(partitions[last]),
+                                   "offset": int(offsets[last])}}
                          if evidence else {}),
         })
     return pd.DataFrame.from_records(records, columns=ANOMALY_COLUMNS)

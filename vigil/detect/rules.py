@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from vigil.events import EVENT_TYPES
@@ -24,6 +25,20 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 class RuleError(ValueError):
     """A rule file that cannot be used; the message names the rule and the field."""
+
+
+def dictionary_parts(column: pd.Series) -> tuple[pd.Series, np.ndarray] | None:
+    """(distinct values, each row's code with -1 for null) of a dictionary-encoded column —
+    a pandas categorical or an Arrow dictionary as read from the lake; None otherwise."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return pd.Series(column.cat.categories), column.cat.codes.to_numpy(np.int64)
+    if isinstance(column.dtype, pd.ArrowDtype) and pa.types.is_dictionary(
+            column.dtype.pyarrow_dtype):
+        chunked = column.array._pa_array
+        array = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+        codes = array.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return array.dictionary.to_pandas(), codes
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,14 @@ class Condition:
         if "any_of" in spec:
             return np.logical_or.reduce([Condition(p).mask(frame) for p in spec["any_of"]])
         column = frame[spec["column"]]
+        distinct = dictionary_parts(column)
+        if distinct is not None:
+            # Test each distinct value once (and null once), then spread the answers by code.
+            values, codes = distinct
+            tested = pd.concat([values, pd.Series([None], dtype=values.dtype)],
+                               ignore_index=True)
+            answers = Condition(spec).mask(pd.DataFrame({spec["column"]: tested}))
+            return answers[codes]  # code -1 (null) picks the answer for null, appended last
         if "op" in spec:
             values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
             with np.errstate(invalid="ignore"):

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from vigil.detect.engine import ANOMALY_COLUMNS, detect, lookback_seconds
+from vigil.detect.engine import ANOMALY_COLUMNS, detect, lookback_seconds, to_frame
 from vigil.detect.rules import Rule, RuleError, load_rules
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -250,3 +251,26 @@ def test_entity_codes_agree_across_arrow_chunks_and_nulls() -> None:
     frame = pd.DataFrame({"s": ["x", "x", "y", "y"], "u": ["1", "2", "1", "1"]})
     pairs = _entity_codes(frame, ("s", "u"))
     assert pairs[2] == pairs[3] and len(set(pairs.tolist())) == 3
+
+
+def test_dictionary_columns_from_the_lake_detect_exactly_like_plain_strings() -> None:
+    rows = (errors(25, 0, 2, "a") + errors(5, 0, 2, "b")
+            + [{"timestamp": at(40 + i), "message": m, "user_id": u}
+               for i, (m, u) in enumerate([("Payment FAILED", "u1"), ("ok", None),
+                                           ("failed again", "u2"), ("fine", "u1")])])
+    plain = logs(rows)
+    categorical = plain.astype({c: "category" for c in ("service", "level", "message",
+                                                         "user_id")})
+    rules = [RULES["error_spike"], RULES["failed_message"]]
+    expected = detect(rules, {"logs": plain}, *HOUR)
+    assert set(expected.rule) == {"error_spike", "failed_message"}
+    pd.testing.assert_frame_equal(detect(rules, {"logs": categorical}, *HOUR), expected)
+    # As the lake returns them: Arrow dictionaries, each file's chunk with its own dictionary.
+    table = pa.Table.from_pandas(plain, preserve_index=False)
+    encoded = pa.schema([f.with_type(pa.dictionary(pa.int32(), pa.string()))
+                         if f.name in ("service", "level", "message", "user_id") else f
+                         for f in table.schema])
+    from_lake = to_frame(pa.concat_tables([table.slice(0, 10).cast(encoded),
+                                           table.slice(10).cast(encoded)]))
+    assert isinstance(from_lake["user_id"].dtype, pd.ArrowDtype)
+    pd.testing.assert_frame_equal(detect(rules, {"logs": from_lake}, *HOUR), expected)
