@@ -8,7 +8,7 @@ import dagster as dg
 import psycopg
 
 from assets.raw import HOURLY, raw_asset_key
-from vigil.alerts import DiscordWebhook, deliver_pending
+from vigil.alerts import deliver_configured
 from vigil.detect.hours import detect_hour
 from vigil.detect.rules import DEFAULT_RULES, load_rules
 from vigil.lake import Lake
@@ -24,9 +24,7 @@ def anomaly_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     hour = context.partition_time_window.start
     with psycopg.connect(settings.database_url) as conn:
         result = detect_hour(Lake.open(settings), load_rules(), conn, hour)
-        webhook = (DiscordWebhook(settings.discord_webhook_url)
-                   if settings.discord_webhook_url else None)
-        delivery = deliver_pending(conn, webhook)
+        delivery = deliver_configured(conn, settings.discord_webhook_url)
     context.log.info(f"{hour:%Y-%m-%d %H}:00 — {result.events:,} events, "
                      f"{result.anomalies} anomalies ({result.written} written, "
                      f"{result.removed} removed)")

@@ -1,10 +1,15 @@
 """The ingest job: land the exact offset ranges a sensor tick cut, report what landed where."""
 
 from datetime import datetime
+from typing import Any
 
 import dagster as dg
+import psycopg
 
 from assets.raw import HOURLY, raw_asset_key
+from vigil.alerts import deliver_configured
+from vigil.detect.hours import detect_recent
+from vigil.detect.rules import DEFAULT_RULES, RuleError, load_rules
 from vigil.ingest import LandingReport, OffsetRange, land_offset_ranges
 from vigil.lake import Lake
 from vigil.settings import Settings
@@ -27,8 +32,12 @@ class IngestConfig(dg.Config):
 LANDING_RETRIES = dg.RetryPolicy(max_retries=5, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
 
+ANOMALY_EVENTS = dg.AssetKey("anomaly_events")
+
+
 @dg.op(description="Read exactly the configured Kafka offset ranges, land them as Parquet "
-                   "(malformed records to quarantine), commit the landed offsets.",
+                   "(malformed records to quarantine), commit the landed offsets, then "
+                   "detect the re-alert buckets the new events fall in and post new alerts.",
        retry_policy=LANDING_RETRIES)
 def land_ranges(context: dg.OpExecutionContext, config: IngestConfig) -> dg.Output[int]:
     settings = Settings.from_env()
@@ -49,14 +58,54 @@ def land_ranges(context: dg.OpExecutionContext, config: IngestConfig) -> dg.Outp
         # A config mistake: retrying cannot fix it.
         raise dg.Failure(f"requested_at={config.requested_at!r} is not an ISO 8601 time",
                          allow_retries=False) from None
-    report = land_offset_ranges(Lake.open(settings), settings.kafka_bootstrap, ranges,
-                                requested_at, group=settings.deployment, progress=progress)
+    lake = Lake.open(settings)
+    report = land_offset_ranges(lake, settings.kafka_bootstrap, ranges, requested_at,
+                                group=settings.deployment, progress=progress)
     for event in materializations(report):
         context.log_event(event)
+    detection = detect_landed(context, settings, lake, report)
     return dg.Output(report.rows, metadata={
         "rows": report.rows, "quarantined": report.quarantined,
         "ranges": [r.key for r in ranges],
-        "lag_after": dg.MetadataValue.json(report.lag)})
+        "lag_after": dg.MetadataValue.json(report.lag), **detection})
+
+
+def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake,
+                  report: LandingReport) -> dict[str, Any]:
+    """Detect right after landing, in the same run: the re-alert buckets the new events fall
+    in are recomputed from the lake, then the outbox posts what is new."""
+    landed = {topic: (t.first_event, t.last_event) for topic, t in report.topics.items()
+              if t.first_event is not None and t.last_event is not None}
+    if not landed:
+        return {}
+    try:
+        rules = load_rules()
+    except RuleError as exc:
+        raise dg.Failure(f"detection skipped, the events are landed: {exc}. Fix "
+                         f"{DEFAULT_RULES}; the reprocessing schedule re-detects recent "
+                         "hours, a backfill of anomaly_events older ones.",
+                         allow_retries=False) from None
+    try:
+        with psycopg.connect(settings.database_url) as conn:
+            result = detect_recent(lake, rules, conn, landed)
+            delivery = deliver_configured(conn, settings.discord_webhook_url)
+    except psycopg.errors.UndefinedTable as exc:
+        raise dg.Failure(f"detection skipped, the events are landed: the database has no "
+                         f"anomaly_events table ({exc}). Run `vigil db migrate`.",
+                         allow_retries=False) from None
+    context.log.info(f"detection: {result.anomalies} anomalies in the recomputed buckets "
+                     f"({result.written} written, {result.removed} removed); alerts sent "
+                     f"{delivery.delivered_rows}, pending {delivery.pending_rows}")
+    for hour in result.hours:
+        key = hour.strftime("%Y-%m-%d-%H:%M")
+        if HOURLY.has_partition_key(key):
+            context.log_event(dg.AssetMaterialization(
+                asset_key=ANOMALY_EVENTS, partition=key,
+                metadata={"recomputed_from": min(s for s, _ in result.windows.values())
+                          .isoformat(), "by_rule": dg.MetadataValue.json(result.by_rule)}))
+    return {"anomalies": result.anomalies, "anomalies_written": result.written,
+            "anomalies_removed": result.removed, "alerts_sent": delivery.delivered_rows,
+            "alerts": delivery.disabled or "enabled"}
 
 
 def materializations(report: LandingReport) -> list[dg.AssetMaterialization]:

@@ -199,6 +199,12 @@ LIMIT %s
 """
 
 
+def deliver_configured(conn: psycopg.Connection[Any], webhook_url: str | None
+                       ) -> DeliveryReport:
+    """The outbox through the configured webhook (alerts disabled without one)."""
+    return deliver_pending(conn, DiscordWebhook(webhook_url) if webhook_url else None)
+
+
 def deliver_pending(conn: psycopg.Connection[Any], webhook: DiscordWebhook | None,
                     limit: int = 500) -> DeliveryReport:
     """Send undelivered anomalies; every message's rows are marked as soon as it is sent."""

@@ -83,6 +83,15 @@ class TopicLanding:
     files: list[WrittenFile] = field(default_factory=list)
     quarantine_files: list[WrittenFile] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    first_event: datetime | None = None  # event-time span of the rows landed: what
+    last_event: datetime | None = None  # detection must look at again
+
+    def cover(self, times: pa.ChunkedArray) -> None:
+        span = pc.min_max(times).as_py()
+        if span["min"] is None:
+            return
+        self.first_event = min(filter(None, (self.first_event, span["min"])))
+        self.last_event = max(filter(None, (self.last_event, span["max"])))
 
     @property
     def bytes(self) -> int:
@@ -181,6 +190,7 @@ def _write_partition(lake: Lake, buffer: _PartitionBuffer, landing: TopicLanding
     if buffer.tables:
         table = pa.concat_tables(buffer.tables)
         landing.rows += table.num_rows
+        landing.cover(table.column("timestamp"))
         for (partition, hour), part in _split(table, "timestamp"):
             landing.files.append(_write(lake, "raw", topic, partition, hour, part))
     if buffer.rejects:

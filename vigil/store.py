@@ -32,8 +32,8 @@ WHERE ({", ".join(f"anomaly_events.{c}" for c in _CONTENT)})
 """
 
 
-def anomaly_rows(found: pd.DataFrame, detected_hour: datetime,
-                 rule_details: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def anomaly_rows(found: pd.DataFrame, rule_details: dict[str, dict[str, Any]]
+                 ) -> list[dict[str, Any]]:
     """Engine output -> anomaly_events rows (one dict per anomaly, a handful per hour)."""
     rows = []
     for anomaly in found.to_dict("records"):
@@ -52,7 +52,9 @@ def anomaly_rows(found: pd.DataFrame, detected_hour: datetime,
             "detector_version": anomaly["detector_version"], "topic": anomaly["topic"],
             "entity": anomaly["entity"], "service": key.get("service"),
             "window_start": anomaly["window_start"], "window_end": anomaly["last_seen"],
-            "detected_hour": detected_hour,
+            # The hour whose detection owns the row (a bucket never straddles hours).
+            "detected_hour": anomaly["window_start"].replace(minute=0, second=0,
+                                                             microsecond=0),
             "evidence": json.dumps(anomaly.get("evidence") or {}, sort_keys=True),
         })
     return rows
@@ -81,4 +83,24 @@ def replace_hour(conn: psycopg.Connection[Any], detector: str, hour: datetime,
         cur.execute("DELETE FROM anomaly_events WHERE detector = %s AND detected_hour = %s "
                     "AND NOT (id = ANY(%s))", (detector, hour, [r["id"] for r in rows]))
         removed = cur.rowcount
+    return written, removed
+
+
+def replace_windows(conn: psycopg.Connection[Any], detector: str,
+                    rows: Iterable[dict[str, Any]],
+                    windows: dict[str, tuple[datetime, datetime]]) -> tuple[int, int]:
+    """Upsert anomalies recomputed over some re-alert buckets of each rule, and drop that
+    rule's rows in those buckets it no longer finds. One transaction."""
+    rows = list(rows)
+    with conn.transaction(), conn.cursor() as cur:
+        if rows:
+            cur.executemany(_UPSERT, rows)
+        written = max(cur.rowcount, 0) if rows else 0
+        removed = 0
+        ids = [r["id"] for r in rows]
+        for rule, (start, end) in sorted(windows.items()):
+            cur.execute("DELETE FROM anomaly_events WHERE detector = %s AND rule = %s "
+                        "AND window_start >= %s AND window_start < %s AND NOT (id = ANY(%s))",
+                        (detector, rule, start, end, ids))
+            removed += cur.rowcount
     return written, removed

@@ -9,10 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from vigil.detect.hours import detect_hour
+from vigil.detect.hours import detect_hour, detect_recent
 from vigil.detect.rules import load_rules
 from vigil.generate import StreamSpec, SyntheticStream, resolve_scenarios
-from vigil.ingest import land_offset_ranges, ranges_since
+from vigil.ingest import OffsetRange, land_offset_ranges, ranges_since
 from vigil.kafka import high_watermarks
 from vigil.lake import Lake, floor_hour
 from vigil.migrate import migrate
@@ -28,9 +28,8 @@ THRESHOLD_SCENARIOS = {  # scenario -> the rule that must catch it
 
 
 @pytest.fixture(scope="module")
-def landed(stack: Settings, tmp_path_factory: pytest.TempPathFactory
-           ) -> tuple[Lake, datetime, list[Any]]:
-    """An hour of traffic with every scenario, produced through Kafka and landed."""
+def produced(stack: Settings) -> tuple[list[OffsetRange], datetime, list[Any]]:
+    """An hour of traffic with every scenario, produced through Kafka: its offset ranges."""
     start = floor_hour(datetime.now(UTC)) - timedelta(hours=3)
     spec = StreamSpec(seed=17, start=start, rates={"logs": 25.0, "metrics": 15.0,
                                                    "transactions": 15.0},
@@ -39,10 +38,18 @@ def landed(stack: Settings, tmp_path_factory: pytest.TempPathFactory
     before = high_watermarks(stack.kafka_bootstrap, TOPICS)
     produce_stream(EventSender(stack.kafka_bootstrap), stream, list(TOPICS), 3600, None,
                    lambda _labels: None)
+    return ranges_since(stack.kafka_bootstrap, before, TOPICS), start, stream.labels(0)
+
+
+@pytest.fixture(scope="module")
+def landed(stack: Settings, tmp_path_factory: pytest.TempPathFactory,
+           produced: tuple[list[OffsetRange], datetime, list[Any]]
+           ) -> tuple[Lake, datetime, list[Any]]:
+    """That hour landed in one go."""
+    ranges, start, labels = produced
     lake = Lake(tmp_path_factory.mktemp("detect-lake").as_uri())
-    land_offset_ranges(lake, stack.kafka_bootstrap,
-                       ranges_since(stack.kafka_bootstrap, before, TOPICS), datetime.now(UTC))
-    return lake, start, stream.labels(0)
+    land_offset_ranges(lake, stack.kafka_bootstrap, ranges, datetime.now(UTC))
+    return lake, start, labels
 
 
 def _table(url: str) -> list[tuple[Any, ...]]:
@@ -140,3 +147,39 @@ def test_dagster_partition_run_and_the_reprocessing_schedule(
     assert [r.partition_key for r in requests] == [
         (hour + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in (0, 1, 2)]
     assert len({r.run_key for r in requests}) == 3
+
+
+def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
+        stack: Settings, produced: tuple[list[OffsetRange], datetime, list[Any]],
+        landed: tuple[Lake, datetime, list[Any]], fresh_database: str,
+        tmp_path: Path) -> None:
+    """The ingest path: land a fiftieth of every partition's range, detect what it touched;
+    fifty times over a growing lake. The table ends as one detection of the hour leaves it."""
+    ranges, hour, _labels = produced
+    rules = load_rules()
+    migrate(fresh_database)
+    with psycopg.connect(fresh_database) as conn:
+        detect_hour(landed[0], rules, conn, hour)
+    whole = _table(fresh_database)
+    with psycopg.connect(fresh_database) as conn:
+        conn.execute("DELETE FROM anomaly_events")
+
+    lake = Lake((tmp_path / "growing").as_uri())
+    runs = 50
+    recomputed = 0
+    for k in range(runs):
+        chunk = [OffsetRange(r.topic, r.partition,
+                             r.start + (r.end - r.start) * k // runs,
+                             r.start + (r.end - r.start) * (k + 1) // runs) for r in ranges]
+        report = land_offset_ranges(lake, stack.kafka_bootstrap, chunk, datetime.now(UTC))
+        spans = {t: (x.first_event, x.last_event) for t, x in report.topics.items()
+                 if x.first_event is not None and x.last_event is not None}
+        with psycopg.connect(fresh_database) as conn:
+            result = detect_recent(lake, rules, conn, spans)
+        # Only the buckets the batch touched are recomputed, never the whole hour.
+        widest = max(end - start for start, end in result.windows.values())
+        assert widest < timedelta(minutes=40)
+        recomputed += result.anomalies
+    incremental = _table(fresh_database)
+    assert recomputed > len(incremental) > 0  # episodes were updated in place, run to run
+    assert [r[:10] for r in incremental] == [r[:10] for r in whole]

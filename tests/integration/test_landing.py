@@ -38,6 +38,7 @@ from vigil.generate import StreamSpec, SyntheticStream
 from vigil.ingest import OffsetRange, land_offset_ranges
 from vigil.kafka import committed_offsets, ensure_topics, watermarks
 from vigil.lake import Lake, floor_hour
+from vigil.migrate import migrate
 from vigil.produce import EventSender
 from vigil.settings import PROJECT_ROOT, TOPICS, Settings
 
@@ -215,6 +216,7 @@ def test_broker_restart_between_ticks_loses_nothing(tmp_path: Path,
     monkeypatch.setenv("VIGIL_INGEST_MAX_RECORDS", "1500")
     settings = Settings.from_env()
     services.up(settings, report=lambda _line: None)
+    migrate(settings.database_url)  # the ingest run detects into anomaly_events
     try:
         first = produce_events(settings.kafka_bootstrap, seconds=20, rate=20, seed=1)
         result = tick(instance, None)

@@ -180,7 +180,8 @@ def _sustained(holds: np.ndarray, codes: np.ndarray, times: np.ndarray,
     """For each sample: has the condition held since the start of its run for `duration`?
 
     A run starts at a true sample whose predecessor is another entity, false, or more than
-    `max_gap` earlier; the value is how long the run has lasted, in seconds.
+    `max_gap` earlier; the value is how long the run has lasted, in seconds, up to
+    `longest` — a cap that makes the value independent of how far back the data was read.
     """
     n = len(holds)
     previous_ok = np.zeros(n, dtype=bool)
@@ -189,7 +190,7 @@ def _sustained(holds: np.ndarray, codes: np.ndarray, times: np.ndarray,
                            & (times[1:] - times[:-1] <= rule.max_gap * _US))
     starts = holds & ~previous_ok
     start_index = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
-    lasted = (times - times[start_index]) / _US
+    lasted = np.minimum((times - times[start_index]) / _US, rule.longest)
     value = np.where(holds, lasted, 0.0)
     return holds & (lasted >= rule.duration), value
 
@@ -277,7 +278,8 @@ class _Fields(dict[str, Any]):
 def render_title(rule: Rule, group_key: dict[str, Any], value: float) -> str:
     fields = _Fields({k: "-" if v is None else v for k, v in group_key.items()})
     fields.update(value=value, threshold=_number(rule.threshold), ratio=_number(rule.ratio),
-                  window=_span(rule.window), duration=_span(rule.duration))
+                  window=_span(rule.window), duration=_span(rule.duration),
+                  value_span=_lasted(value, rule.longest))
     try:
         return rule.title.format_map(fields)
     except (ValueError, TypeError):
@@ -294,6 +296,14 @@ def _span(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g} min"
     return f"{seconds:g} s"
+
+
+def _lasted(seconds: float, longest: float) -> str:
+    """A sustained run's length for people: '6 min 26 s', '30 min or more'."""
+    whole = int(seconds)
+    text = f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
+    text = text.replace(" 0 s", "")
+    return f"{text} or more" if longest and seconds >= longest else text
 
 
 def _plain(value: Any) -> Any:

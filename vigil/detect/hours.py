@@ -5,19 +5,24 @@ recomputed from it alone (backfills, scheduled reprocessing, the ingest run's ow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import psycopg
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from vigil.detect.engine import DETECTOR, detect, lookback_seconds
+from vigil.detect.engine import (
+    DETECTOR,
+    TopicFrame,
+    anomalies,
+    detect,
+    firings,
+    lookback_seconds,
+    to_frame,
+)
 from vigil.detect.rules import Rule
-from vigil.events import TIMESTAMP
-from vigil.lake import Lake, floor_hour
-from vigil.store import anomaly_rows, replace_hour
+from vigil.lake import Lake, floor_hour, hours_between
+from vigil.store import anomaly_rows, replace_hour, replace_windows
 
 
 @dataclass(frozen=True)
@@ -40,23 +45,88 @@ def rule_details(rule: Rule) -> dict[str, Any]:
     return details
 
 
+def _read_frames(lake: Lake, rules: list[Rule], spans: dict[str, tuple[datetime, datetime]]
+                 ) -> dict[str, pd.DataFrame]:
+    """Each topic's events over its span, only the columns its rules read."""
+    frames: dict[str, pd.DataFrame] = {}
+    for topic, (start, end) in sorted(spans.items()):
+        columns = sorted(set().union(*(r.columns() for r in rules if r.topic == topic))
+                         | {"_partition", "_offset"})
+        frames[topic] = to_frame(lake.read_events(topic, start, end, columns=columns,
+                                                  dictionary=True))
+    return frames
+
+
 def detect_hour(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                 hour: datetime) -> HourResult:
     hour = floor_hour(hour)
     end = hour + timedelta(hours=1)
     start = hour - timedelta(seconds=lookback_seconds(rules))
-    frames: dict[str, pd.DataFrame] = {}
-    events = 0
-    for topic in sorted({r.topic for r in rules}):
-        columns = sorted(set().union(*(r.columns() for r in rules if r.topic == topic))
-                         | {"_partition", "_offset"})
-        table = lake.read_events(topic, start, end, columns=columns)
-        frames[topic] = table.to_pandas()
-        in_hour = pc.greater_equal(table.column("timestamp"), pa.scalar(hour, TIMESTAMP))
-        events += int(pc.sum(in_hour).as_py() or 0)
+    frames = _read_frames(lake, rules, {r.topic: (start, end) for r in rules})
+    stamp = pd.Timestamp(hour)
+    events = sum(int((frame["timestamp"] >= stamp).sum()) for frame in frames.values())
     found = detect(rules, frames, hour, end)
-    rows = anomaly_rows(found, hour, {r.name: rule_details(r) for r in rules})
+    rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
     written, removed = replace_hour(conn, DETECTOR, hour, rows)
-    by_rule = found.groupby("rule").size().to_dict() if not found.empty else {}
-    return HourResult(hour, events, len(rows), written, removed,
-                      {str(k): int(v) for k, v in by_rule.items()})
+    return HourResult(hour, events, len(rows), written, removed, _by_rule(found))
+
+
+def _by_rule(found: pd.DataFrame) -> dict[str, int]:
+    counts = found.groupby("rule").size().to_dict() if not found.empty else {}
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+@dataclass(frozen=True)
+class RecentResult:
+    windows: dict[str, tuple[datetime, datetime]]  # rule -> the buckets recomputed
+    anomalies: int
+    written: int
+    removed: int
+    by_rule: dict[str, int]
+    rows: list[dict[str, Any]]
+
+    @property
+    def hours(self) -> list[datetime]:
+        """The hours whose anomalies this pass touched."""
+        return sorted({h for start, end in self.windows.values()
+                       for h in hours_between(start, end)})
+
+
+def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
+                  landed: dict[str, tuple[datetime, datetime]]) -> RecentResult:
+    """Re-detect just the re-alert buckets that newly landed events fall in.
+
+    `landed` maps a topic to the event-time span of what was just landed. Each rule's
+    buckets covering that span are recomputed whole, from the lake (the bucket plus the
+    rule's look-back), so the rows are exactly what detecting the full hour would give —
+    however the events were batched. Buckets never straddle an hour (realert divides it).
+    """
+    windows: dict[str, tuple[datetime, datetime]] = {}
+    reads: dict[str, tuple[datetime, datetime]] = {}
+    for rule in rules:
+        if rule.topic not in landed:
+            continue
+        first, last = landed[rule.topic]
+        step = timedelta(seconds=rule.realert)
+        start, end = _floor(first, step), _floor(last, step) + step
+        windows[rule.name] = (start, end)
+        read_from = start - timedelta(seconds=rule.lookback)
+        before = reads.get(rule.topic, (read_from, end))
+        reads[rule.topic] = (min(before[0], read_from), max(before[1], end))
+    if not windows:
+        return RecentResult({}, 0, 0, 0, {}, [])
+    prepared = {topic: TopicFrame(frame)
+                for topic, frame in _read_frames(lake, rules, reads).items()}
+    parts = [anomalies(rule, firings(rule, prepared[rule.topic]), *windows[rule.name])
+             for rule in rules if rule.name in windows]
+    found = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
+    rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
+    written, removed = replace_windows(conn, DETECTOR, rows, windows)
+    return RecentResult(windows, len(rows), written, removed, _by_rule(found), rows)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    return moment - (moment - _EPOCH) % step

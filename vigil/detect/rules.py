@@ -102,6 +102,7 @@ class Rule:
     threshold: float = 0.0
     duration: float = 0.0
     max_gap: float = 0.0
+    longest: float = 0.0  # sustained: runs are reported up to this long
     baseline: float = 0.0
     ratio: float = 0.0
     min_count: float = 0.0
@@ -110,7 +111,9 @@ class Rule:
     @property
     def lookback(self) -> float:
         """How far before a detected hour the rule must read to decide its first event."""
-        return max(self.window + self.baseline, self.duration + self.max_gap)
+        # A sustained run's reported length is capped at `longest`, so reading `longest +
+        # max_gap` back is enough for any read span to give the same value.
+        return max(self.window + self.baseline, max(self.duration, self.longest) + self.max_gap)
 
     def columns(self) -> set[str]:
         used = set(self.group_by) | {"timestamp"}
@@ -187,6 +190,8 @@ def parse_rule(entry: Any) -> Rule:
     if kind == "sustained":
         rule_args["duration"] = seconds(need("duration"), name, "duration")
         rule_args["max_gap"] = seconds(entry.get("max_gap", "2m"), name, "max_gap")
+        rule_args["longest"] = max(seconds(entry.get("longest", "30m"), name, "longest"),
+                                   rule_args["duration"])
     if kind == "baseline_ratio":
         rule_args["baseline"] = seconds(need("baseline"), name, "baseline")
         rule_args["ratio"] = _number(need("ratio"), name, "ratio")

@@ -111,6 +111,7 @@ def samples(start: float, end: float, every: float, **values: Any) -> list[dict[
 def test_cpu_sustained_needs_the_full_duration() -> None:
     found = run("cpu_sustained", metrics(samples(0, 180, 30, cpu_percent=85.0)))
     assert len(found) == 1 and found.iloc[0].peak == 180.0
+    assert found.iloc[0].title == "CPU >= 80 % for 3 min on h1"
     assert run("cpu_sustained", metrics(samples(0, 150, 30, cpu_percent=85.0))).empty
 
 
@@ -274,3 +275,16 @@ def test_dictionary_columns_from_the_lake_detect_exactly_like_plain_strings() ->
                                            table.slice(10).cast(encoded)]))
     assert isinstance(from_lake["user_id"].dtype, pd.ArrowDtype)
     pd.testing.assert_frame_equal(detect(rules, {"logs": from_lake}, *HOUR), expected)
+
+
+def test_a_long_sustained_run_reads_the_same_from_any_look_back() -> None:
+    # CPU hot from 09:00 for two hours; detect 10:00-11:00 reading from 09:00 or from the
+    # rule's own look-back: the run's reported length is capped at `longest` either way.
+    rule = RULES["cpu_sustained"]
+    frame = metrics(samples(-3600, 3590, 10, cpu_percent=95.0))
+    stamps = pd.to_datetime(frame.timestamp, utc=True)
+    short = frame[stamps >= T0 - timedelta(seconds=rule.lookback)]
+    found, found_short = run("cpu_sustained", frame), run("cpu_sustained", short)
+    pd.testing.assert_frame_equal(found, found_short)
+    assert found.peak.max() == rule.longest == 1800.0
+    assert found.iloc[0].title == "CPU >= 80 % for 30 min or more on h1"
