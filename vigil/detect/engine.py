@@ -248,17 +248,29 @@ def detect(rules: list[Rule], frames: dict[str, pd.DataFrame], start: datetime,
 
     `frames` must hold each topic's events from `start - lookback(rules)` to `end`.
     """
+    return detect_windows(rules, frames, {r.name: (start, end) for r in rules})
+
+
+def detect_windows(rules: list[Rule], frames: dict[str, pd.DataFrame],
+                   windows: dict[str, tuple[datetime, datetime]]) -> pd.DataFrame:
+    """Anomalies of each rule named in `windows` whose firings fall in its own [start, end);
+    `frames` must reach each rule's look-back before its start."""
     found = []
     prepared = {topic: TopicFrame(frame) for topic, frame in frames.items()}
     for rule in rules:
-        if rule.topic not in prepared:
+        if rule.topic not in prepared or rule.name not in windows:
             continue
-        found.append(anomalies(rule, firings(rule, prepared[rule.topic]), start, end))
+        found.append(anomalies(rule, firings(rule, prepared[rule.topic]), *windows[rule.name]))
     found = [f for f in found if not f.empty]
     if not found:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
     return pd.concat(found, ignore_index=True).sort_values(["window_start", "rule", "entity"],
                                                             ignore_index=True)
+
+
+def floor_to(moment: datetime, step: timedelta) -> datetime:
+    """The start of the epoch-aligned `step` (a re-alert bucket) holding `moment`."""
+    return moment - (moment - _EPOCH) % step
 
 
 def lookback_seconds(rules: list[Rule]) -> float:

@@ -5,7 +5,7 @@ recomputed from it alone (backfills, scheduled reprocessing, the ingest run's ow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -13,10 +13,9 @@ import psycopg
 
 from vigil.detect.engine import (
     DETECTOR,
-    TopicFrame,
-    anomalies,
     detect,
-    firings,
+    detect_windows,
+    floor_to,
     lookback_seconds,
     to_frame,
 )
@@ -83,7 +82,6 @@ class RecentResult:
     written: int
     removed: int
     by_rule: dict[str, int]
-    rows: list[dict[str, Any]]
 
     @property
     def hours(self) -> list[datetime]:
@@ -108,25 +106,14 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
             continue
         first, last = landed[rule.topic]
         step = timedelta(seconds=rule.realert)
-        start, end = _floor(first, step), _floor(last, step) + step
+        start, end = floor_to(first, step), floor_to(last, step) + step
         windows[rule.name] = (start, end)
         read_from = start - timedelta(seconds=rule.lookback)
         before = reads.get(rule.topic, (read_from, end))
         reads[rule.topic] = (min(before[0], read_from), max(before[1], end))
     if not windows:
-        return RecentResult({}, 0, 0, 0, {}, [])
-    prepared = {topic: TopicFrame(frame)
-                for topic, frame in _read_frames(lake, rules, reads).items()}
-    parts = [anomalies(rule, firings(rule, prepared[rule.topic]), *windows[rule.name])
-             for rule in rules if rule.name in windows]
-    found = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
+        return RecentResult({}, 0, 0, 0, {})
+    found = detect_windows(rules, _read_frames(lake, rules, reads), windows)
     rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
     written, removed = replace_windows(conn, DETECTOR, rows, windows)
-    return RecentResult(windows, len(rows), written, removed, _by_rule(found), rows)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _floor(moment: datetime, step: timedelta) -> datetime:
-    return moment - (moment - _EPOCH) % step
+    return RecentResult(windows, len(rows), written, removed, _by_rule(found))
