@@ -17,8 +17,9 @@ from vigil.settings import TOPICS, Settings
 
 @dg.asset(partitions_def=HOURLY, deps=[raw_asset_key(t) for t in TOPICS],
           group_name="detection", kinds={"postgres", "pandas"},
-          description="Anomalies found by the rules in vigil/detect/rules.yaml, upserted into "
-                      "Postgres anomaly_events by hour of the firing events.")
+          description="Anomalies found by the rules and models in vigil/detect/rules.yaml "
+                      "(an hour's isolation_forest models are retrained from the lake), "
+                      "upserted into Postgres anomaly_events by hour of the firing events.")
 def anomaly_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     settings = Settings.from_env()
     hour = context.partition_time_window.start
@@ -28,12 +29,15 @@ def anomaly_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     context.log.info(f"{hour:%Y-%m-%d %H}:00 — {result.events:,} events, "
                      f"{result.anomalies} anomalies ({result.written} written, "
                      f"{result.removed} removed)")
+    for note in result.notes:
+        context.log.warning(note)
     return dg.MaterializeResult(metadata={
         "events": result.events, "anomalies": result.anomalies, "written": result.written,
         "removed": result.removed, "by_rule": dg.MetadataValue.json(result.by_rule),
         "alerts_sent": delivery.delivered_rows, "alerts_pending": delivery.pending_rows,
         "alerts": delivery.disabled or "enabled",
-        "rules_file": str(DEFAULT_RULES)})
+        "rules_file": str(DEFAULT_RULES),
+        **({"not_scored": dg.MetadataValue.json(list(result.notes))} if result.notes else {})})
 
 
 detect_hours = dg.define_asset_job(

@@ -96,6 +96,8 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
     context.log.info(f"detection: {result.anomalies} anomalies in the recomputed buckets "
                      f"({result.written} written, {result.removed} removed); alerts sent "
                      f"{delivery.delivered_rows}, pending {delivery.pending_rows}")
+    for note in result.notes:
+        context.log.warning(note)
     for hour in result.hours:
         key = hour.strftime("%Y-%m-%d-%H:%M")
         if HOURLY.has_partition_key(key):

@@ -47,7 +47,8 @@ def anomaly_rows(found: pd.DataFrame, rule_details: dict[str, dict[str, Any]]
             "user_id": key.get("user_id"),
             "tags": json.dumps({"topic": anomaly["topic"], **key}, sort_keys=True),
             "metrics": json.dumps({"peak": anomaly["peak"], "points": anomaly["points"],
-                                   **details}, sort_keys=True),
+                                   **_score(anomaly), **details,
+                                   **(anomaly.get("context") or {})}, sort_keys=True),
             "rule": anomaly["rule"], "detector": anomaly["detector"],
             "detector_version": anomaly["detector_version"], "topic": anomaly["topic"],
             "entity": anomaly["entity"], "service": key.get("service"),
@@ -60,6 +61,11 @@ def anomaly_rows(found: pd.DataFrame, rule_details: dict[str, dict[str, Any]]
     return rows
 
 
+def _score(anomaly: dict[Any, Any]) -> dict[str, float]:
+    """A model's anomalies carry their score (the peak) under its own name."""
+    return {} if anomaly["detector"] == "rules" else {"score": round(anomaly["peak"], 4)}
+
+
 def _message(anomaly: dict[Any, Any], details: dict[str, Any]) -> str:
     first, last = anomaly["first_seen"], anomaly["last_seen"]
     span = "at " + f"{first:%H:%M:%S}" if first == last else f"{first:%H:%M:%S}-{last:%H:%M:%S}"
@@ -68,9 +74,9 @@ def _message(anomaly: dict[Any, Any], details: dict[str, Any]) -> str:
             f"{anomaly['peak']:g}" + (f" ({limits})" if limits else "") + ".")
 
 
-def replace_hour(conn: psycopg.Connection[Any], detector: str, hour: datetime,
+def replace_hour(conn: psycopg.Connection[Any], detectors: Iterable[str], hour: datetime,
                  rows: Iterable[dict[str, Any]]) -> tuple[int, int]:
-    """Upsert an hour's anomalies of one detector and drop rows it no longer finds.
+    """Upsert an hour's anomalies of some detectors and drop rows they no longer find.
 
     One transaction: readers never see the hour half-replaced. Returns (written, removed);
     rows whose content did not change are not rewritten (updated_at stays).
@@ -80,14 +86,14 @@ def replace_hour(conn: psycopg.Connection[Any], detector: str, hour: datetime,
         if rows:
             cur.executemany(_UPSERT, rows)
         written = max(cur.rowcount, 0) if rows else 0
-        cur.execute("DELETE FROM anomaly_events WHERE detector = %s AND detected_hour = %s "
-                    "AND NOT (id = ANY(%s))", (detector, hour, [r["id"] for r in rows]))
+        cur.execute("DELETE FROM anomaly_events WHERE detector = ANY(%s) "
+                    "AND detected_hour = %s AND NOT (id = ANY(%s))",
+                    (sorted(set(detectors)), hour, [r["id"] for r in rows]))
         removed = cur.rowcount
     return written, removed
 
 
-def replace_windows(conn: psycopg.Connection[Any], detector: str,
-                    rows: Iterable[dict[str, Any]],
+def replace_windows(conn: psycopg.Connection[Any], rows: Iterable[dict[str, Any]],
                     windows: dict[str, tuple[datetime, datetime]]) -> tuple[int, int]:
     """Upsert anomalies recomputed over some re-alert buckets of each rule, and drop that
     rule's rows in those buckets it no longer finds. One transaction."""
@@ -99,8 +105,32 @@ def replace_windows(conn: psycopg.Connection[Any], detector: str,
         removed = 0
         ids = [r["id"] for r in rows]
         for rule, (start, end) in sorted(windows.items()):
-            cur.execute("DELETE FROM anomaly_events WHERE detector = %s AND rule = %s "
-                        "AND window_start >= %s AND window_start < %s AND NOT (id = ANY(%s))",
-                        (detector, rule, start, end, ids))
+            cur.execute("DELETE FROM anomaly_events WHERE rule = %s AND window_start >= %s "
+                        "AND window_start < %s AND NOT (id = ANY(%s))",
+                        (rule, start, end, ids))
             removed += cur.rowcount
     return written, removed
+
+
+def load_model(conn: psycopg.Connection[Any], rule: str, hour: datetime, version: str
+               ) -> bytes | None:
+    row = conn.execute("SELECT model FROM detector_models WHERE rule = %s AND hour = %s "
+                       "AND version = %s", (rule, hour, version)).fetchone()
+    return bytes(row[0]) if row else None
+
+
+def save_model(conn: psycopg.Connection[Any], rule: str, hour: datetime, version: str,
+               model: bytes, training_rows: int, threshold: float, *, replace: bool) -> bytes:
+    """Store an hour's model; unless `replace`, a model already stored (by a concurrent run)
+    wins. Returns the model now stored, which every scorer of the hour then uses."""
+    conflict = ("DO UPDATE SET model = EXCLUDED.model, training_rows = EXCLUDED.training_rows, "
+                "threshold = EXCLUDED.threshold, trained_at = now()" if replace
+                else "DO NOTHING")
+    with conn.transaction():
+        conn.execute("INSERT INTO detector_models (rule, hour, version, training_rows, "
+                     "threshold, model) VALUES (%s, %s, %s, %s, %s, %s) "
+                     f"ON CONFLICT (rule, hour, version) {conflict}",
+                     (rule, hour, version, training_rows, threshold, model))
+    stored = load_model(conn, rule, hour, version)
+    assert stored is not None
+    return stored

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from vigil.detect.rules import Rule, dictionary_parts
+from vigil.detect import forest
+from vigil.detect.frames import TopicFrame, by_entity, entity_codes, keyed
+from vigil.detect.rules import Rule
 
 DETECTOR = "rules"
 DETECTOR_VERSION = "rules-1"
@@ -30,7 +32,7 @@ _EVIDENCE = ("_partition", "_offset")  # landed rows carry their Kafka coordinat
 
 ANOMALY_COLUMNS = ["id", "rule", "detector", "detector_version", "topic", "level", "entity",
                    "group_key", "window_start", "first_seen", "last_seen", "peak", "points",
-                   "title", "evidence"]
+                   "title", "evidence", "context"]
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
@@ -40,93 +42,22 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
                            if pa.types.is_dictionary(t) else None)
 
 
-def _micros(frame: pd.DataFrame) -> np.ndarray:
-    stamps = pd.to_datetime(frame["timestamp"], utc=True)
-    return stamps.to_numpy(dtype="datetime64[us]").astype(np.int64)
-
-
-class TopicFrame:
-    """A topic's events with what every rule needs computed once: times in µs, the order
-    of rows by time, and dense entity codes per column (shared by the rules)."""
-
-    def __init__(self, frame: pd.DataFrame) -> None:
-        self.frame = frame
-        self.times = _micros(frame) if not frame.empty else np.empty(0, np.int64)
-        # Lake reads concatenate files of several partitions: sorted runs, which a stable
-        # (tim)sort merges cheaply; a time-ordered frame skips the sort.
-        ordered = len(self.times) < 2 or bool(np.all(self.times[1:] >= self.times[:-1]))
-        self.by_time = (np.arange(len(self.times)) if ordered
-                        else np.argsort(self.times, kind="stable"))
-        self._codes: dict[str, np.ndarray] = {}
-
-    def codes(self, group_by: tuple[str, ...]) -> np.ndarray:
-        for column in group_by:
-            if column not in self._codes:
-                self._codes[column] = _column_codes(self.frame[column])
-        return _combine([self._codes[c] for c in group_by])
-
-
-def _column_codes(column: pd.Series) -> np.ndarray:
-    """Dense codes of one column (nulls are a value of their own), via Arrow's hashing."""
-    if len(column) == 0:
-        return np.empty(0, np.int64)
-    distinct = dictionary_parts(column)  # read from the lake as a dictionary: codes given
-    if distinct is not None:
-        values, codes = distinct
-        return np.where(codes < 0, len(values), codes)
-    values = pa.array(column) if not hasattr(column.array, "_pa_array") \
-        else column.array._pa_array
-    encoded = pc.dictionary_encode(values, null_encoding="encode")
-    # Over a chunked array the kernel keeps one memo table, so every chunk's indices refer
-    # to the same (growing) dictionary and can simply be concatenated.
-    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
-    return np.concatenate([np.asarray(c.indices.to_numpy(zero_copy_only=False), np.int64)
-                           for c in chunks])
-
-
-def _combine(parts: list[np.ndarray]) -> np.ndarray:
-    codes = parts[0]
-    for more in parts[1:]:
-        codes = codes * (int(more.max(initial=0)) + 1) + more
-        codes = pd.factorize(codes)[0].astype(np.int64)  # keep codes small: no overflow
-    return codes
-
-
-def _entity_codes(frame: pd.DataFrame, group_by: tuple[str, ...]) -> np.ndarray:
-    if frame.empty:
-        return np.empty(0, np.int64)
-    return _combine([_column_codes(frame[column]) for column in group_by])
-
-
-def _by_entity(codes: np.ndarray) -> np.ndarray:
-    """Stable argsort of entity codes: rows already in time order stay so within an entity.
-    Radix passes over 16-bit digits: linear, ~8x faster than a comparison sort here."""
-    top = int(codes.max(initial=0))
-    if top < 1 << 16:
-        return np.argsort(codes.astype(np.uint16), kind="stable")
-    if top < 1 << 32:
-        order = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
-        return order[np.argsort((codes[order] >> 16).astype(np.uint16), kind="stable")]
-    return np.argsort(codes, kind="stable")
-
-
-def _keyed(codes: np.ndarray, times: np.ndarray, reach: int) -> np.ndarray:
-    """One sorted axis for all entities: entity blocks far enough apart that no window
-    reaches from one into the next, so a single searchsorted serves every entity."""
-    if len(times) == 0:
-        return times
-    base = times.min()
-    span = int(times.max() - base) + reach + 1
-    return codes.astype(np.int64) * span + (times - base)
-
-
-def firings(rule: Rule, events: pd.DataFrame | TopicFrame) -> pd.DataFrame:
-    """Events at which `rule` holds: its group columns, `t` (µs) and `value`."""
+def firings(rule: Rule, events: pd.DataFrame | TopicFrame,
+            models: Sequence[forest.ForestModel] = ()) -> pd.DataFrame:
+    """Events at which `rule` holds: its group columns, `t` (µs) and `value`; a model's
+    firings also say which feature was furthest from usual (`peak_*` columns)."""
     prepared = events if isinstance(events, TopicFrame) else TopicFrame(events)
     frame = prepared.frame
     carried = [*rule.group_by, *(c for c in _EVIDENCE if c in frame.columns)]
     if frame.empty:
         return pd.DataFrame(columns=[*rule.group_by, "t", "value"])
+    if rule.forest is not None:
+        scored = forest.score(rule, prepared, list(models))
+        out = _fired(rule, frame, carried, scored.rows, prepared.times[scored.rows],
+                     scored.scores)
+        out["peak_feature"], out["peak_observed"], out["peak_usual"] = (
+            scored.feature, scored.observed, scored.usual)
+        return out
     if rule.type == "threshold":  # each event decides alone: no entity order needed
         assert rule.condition is not None
         keep = rule.condition.mask(frame)
@@ -139,17 +70,17 @@ def firings(rule: Rule, events: pd.DataFrame | TopicFrame) -> pd.DataFrame:
     if rule.where is not None:
         rows = rows[rule.where.mask(frame)[rows]]
     codes = prepared.codes(rule.group_by)[rows]
-    entity_order = _by_entity(codes)
+    entity_order = by_entity(codes)
     rows, codes = rows[entity_order], codes[entity_order]  # by (entity, time)
     times = prepared.times[rows]
     if rule.type == "window_count":
-        key = _keyed(codes, times, int(rule.window * _US))
+        key = keyed(codes, times, int(rule.window * _US))
         left = np.searchsorted(key, key - int(rule.window * _US), side="right")
         value = (np.arange(len(key)) - left + 1).astype(float)
         fire = value >= rule.threshold
     elif rule.type == "baseline_ratio":
         window, baseline = int(rule.window * _US), int(rule.baseline * _US)
-        key = _keyed(codes, times, window + baseline)
+        key = keyed(codes, times, window + baseline)
         recent_start = np.searchsorted(key, key - window, side="right")
         history_start = np.searchsorted(key, key - window - baseline, side="right")
         value = (np.arange(len(key)) - recent_start + 1).astype(float)
@@ -207,13 +138,15 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
     t = fired["t"].to_numpy(np.int64)
     values = fired["value"].to_numpy(float)
     bucket = t // bucket_us * bucket_us
-    entity = _entity_codes(fired, rule.group_by)
+    entity = entity_codes(fired, rule.group_by)
     order = np.lexsort((t, bucket, entity))
     t, values, bucket, entity = t[order], values[order], bucket[order], entity[order]
     cut = np.flatnonzero((entity[1:] != entity[:-1]) | (bucket[1:] != bucket[:-1])) + 1
     firsts = np.concatenate(([0], cut))
     lasts = np.concatenate((cut, [len(t)])) - 1
     peaks = np.maximum.reduceat(values, firsts)
+    context = [c for c in fired.columns if c.startswith("peak_")]
+    context_values = fired[context].to_numpy(dtype=object)[order] if context else None
     keys = fired[list(rule.group_by)].iloc[order[firsts]].to_dict("records")
     evidence = all(c in fired.columns for c in _EVIDENCE)
     if evidence:
@@ -224,15 +157,21 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
         group_key = {str(c): _plain(v) for c, v in keys[k].items()}
         window_start = _utc(int(bucket[first]))
         peak = float(peaks[k])
+        at_peak: dict[str, Any] = {}
+        if context_values is not None:  # what the row with the peak value said
+            row = first + int(np.argmax(values[first:last + 1]))
+            at_peak = {c: _plain(v) for c, v in zip(context, context_values[row], strict=True)}
         records.append({
             "id": anomaly_id(rule.name, group_key, window_start),
-            "rule": rule.name, "detector": DETECTOR, "detector_version": DETECTOR_VERSION,
+            "rule": rule.name, "detector": rule.detector,
+            "detector_version": forest.VERSION if rule.forest else DETECTOR_VERSION,
             "topic": rule.topic, "level": rule.level,
             "entity": " / ".join("-" if v is None else str(v) for v in group_key.values()),
             "group_key": group_key, "window_start": window_start,
             "first_seen": _utc(int(t[first])), "last_seen": _utc(int(t[last])),
             "peak": peak, "points": int(last - first + 1),
-            "title": render_title(rule, group_key, peak),
+            "title": render_title(rule, group_key, peak, at_peak),
+            "context": at_peak,
             "evidence": ({"first": {"partition": int(partitions[first]),
                                     "offset": int(offsets[first])},
                           "last": {"partition": int(partitions[last]),
@@ -243,16 +182,20 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
 
 
 def detect(rules: list[Rule], frames: dict[str, pd.DataFrame], start: datetime,
-           end: datetime) -> pd.DataFrame:
+           end: datetime, models: Mapping[str, Sequence[forest.ForestModel]] | None = None
+           ) -> pd.DataFrame:
     """Anomalies of every rule whose firings fall in [start, end).
 
-    `frames` must hold each topic's events from `start - lookback(rules)` to `end`.
+    `frames` must hold each topic's events from `start - lookback(rules)` to `end`;
+    `models` holds each isolation_forest rule's models of the hours it may score.
     """
-    return detect_windows(rules, frames, {r.name: (start, end) for r in rules})
+    return detect_windows(rules, frames, {r.name: (start, end) for r in rules}, models)
 
 
 def detect_windows(rules: list[Rule], frames: dict[str, pd.DataFrame],
-                   windows: dict[str, tuple[datetime, datetime]]) -> pd.DataFrame:
+                   windows: dict[str, tuple[datetime, datetime]],
+                   models: Mapping[str, Sequence[forest.ForestModel]] | None = None
+                   ) -> pd.DataFrame:
     """Anomalies of each rule named in `windows` whose firings fall in its own [start, end);
     `frames` must reach each rule's look-back before its start."""
     found = []
@@ -260,7 +203,8 @@ def detect_windows(rules: list[Rule], frames: dict[str, pd.DataFrame],
     for rule in rules:
         if rule.topic not in prepared or rule.name not in windows:
             continue
-        found.append(anomalies(rule, firings(rule, prepared[rule.topic]), *windows[rule.name]))
+        fired = firings(rule, prepared[rule.topic], (models or {}).get(rule.name, ()))
+        found.append(anomalies(rule, fired, *windows[rule.name]))
     found = [f for f in found if not f.empty]
     if not found:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
@@ -287,8 +231,10 @@ class _Fields(dict[str, Any]):
         return "{" + key + "}"
 
 
-def render_title(rule: Rule, group_key: dict[str, Any], value: float) -> str:
+def render_title(rule: Rule, group_key: dict[str, Any], value: float,
+                 context: dict[str, Any] | None = None) -> str:
     fields = _Fields({k: "-" if v is None else v for k, v in group_key.items()})
+    fields.update(context or {})
     fields.update(value=value, threshold=_number(rule.threshold), ratio=_number(rule.ratio),
                   window=_span(rule.window), duration=_span(rule.duration),
                   value_span=_lasted(value, rule.longest))

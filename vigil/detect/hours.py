@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 import psycopg
 
+from vigil.detect import forest
 from vigil.detect.engine import (
-    DETECTOR,
     detect,
     detect_windows,
     floor_to,
@@ -21,7 +21,7 @@ from vigil.detect.engine import (
 )
 from vigil.detect.rules import Rule
 from vigil.lake import Lake, floor_hour, hours_between
-from vigil.store import anomaly_rows, replace_hour, replace_windows
+from vigil.store import anomaly_rows, load_model, replace_hour, replace_windows, save_model
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,14 @@ class HourResult:
     written: int
     removed: int
     by_rule: dict[str, int]
+    notes: tuple[str, ...] = ()  # e.g. why a model-based rule did not score the hour
 
 
 def rule_details(rule: Rule) -> dict[str, Any]:
     """The limits a rule fired against, stored with each anomaly's metrics."""
     details: dict[str, Any] = {}
+    if rule.forest is not None:
+        return {"features": list(rule.forest.features)}
     for name in ("threshold", "window", "duration", "ratio", "min_count"):
         value = getattr(rule, name)
         if value:
@@ -47,13 +50,42 @@ def rule_details(rule: Rule) -> dict[str, Any]:
 def _read_frames(lake: Lake, rules: list[Rule], spans: dict[str, tuple[datetime, datetime]]
                  ) -> dict[str, pd.DataFrame]:
     """Each topic's events over its span, only the columns its rules read."""
-    frames: dict[str, pd.DataFrame] = {}
-    for topic, (start, end) in sorted(spans.items()):
-        columns = sorted(set().union(*(r.columns() for r in rules if r.topic == topic))
-                         | {"_partition", "_offset"})
-        frames[topic] = to_frame(lake.read_events(topic, start, end, columns=columns,
-                                                  dictionary=True))
-    return frames
+    return {topic: _read(lake, [r for r in rules if r.topic == topic], start, end)
+            for topic, (start, end) in sorted(spans.items())}
+
+
+def _read(lake: Lake, rules: list[Rule], start: datetime, end: datetime) -> pd.DataFrame:
+    columns = sorted(set().union(*(r.columns() for r in rules)) | {"_partition", "_offset"})
+    return to_frame(lake.read_events(rules[0].topic, start, end, columns=columns,
+                                     dictionary=True))
+
+
+Models = dict[str, list[forest.ForestModel]]
+
+
+def forest_models(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
+                  hours: dict[str, list[datetime]], *, retrain: bool
+                  ) -> tuple[Models, list[str]]:
+    """Each isolation_forest rule's model for each hour it scores: the stored one, else
+    trained from the lake and stored. `retrain` (whole-hour detection: the schedule, a
+    backfill) trains afresh from what the lake holds now and replaces the stored model."""
+    models: Models = {}
+    notes: list[str] = []
+    for rule in rules:
+        if rule.forest is None or rule.name not in hours:
+            continue
+        for hour in hours[rule.name]:
+            blob = None if retrain else load_model(conn, rule.name, hour, forest.VERSION)
+            if blob is None:
+                trained = forest.train(rule, _read(lake, [rule],
+                                                   *forest.training_span(rule, hour)), hour)
+                if isinstance(trained, str):
+                    notes.append(trained)
+                    continue
+                blob = save_model(conn, rule.name, hour, forest.VERSION, trained.dumps(),
+                                  trained.training_rows, trained.threshold, replace=retrain)
+            models.setdefault(rule.name, []).append(forest.ForestModel.loads(blob))
+    return models, notes
 
 
 def detect_hour(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
@@ -64,10 +96,13 @@ def detect_hour(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     frames = _read_frames(lake, rules, {r.topic: (start, end) for r in rules})
     stamp = pd.Timestamp(hour)
     events = sum(int((frame["timestamp"] >= stamp).sum()) for frame in frames.values())
-    found = detect(rules, frames, hour, end)
+    models, notes = forest_models(lake, rules, conn, {r.name: [hour] for r in rules},
+                                  retrain=True)
+    found = detect(rules, frames, hour, end, models)
     rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
-    written, removed = replace_hour(conn, DETECTOR, hour, rows)
-    return HourResult(hour, events, len(rows), written, removed, _by_rule(found))
+    written, removed = replace_hour(conn, {r.detector for r in rules}, hour, rows)
+    return HourResult(hour, events, len(rows), written, removed, _by_rule(found),
+                      tuple(notes))
 
 
 def _by_rule(found: pd.DataFrame) -> dict[str, int]:
@@ -82,6 +117,7 @@ class RecentResult:
     written: int
     removed: int
     by_rule: dict[str, int]
+    notes: tuple[str, ...] = ()
 
     @property
     def hours(self) -> list[datetime]:
@@ -113,7 +149,10 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
         reads[rule.topic] = (min(before[0], read_from), max(before[1], end))
     if not windows:
         return RecentResult({}, 0, 0, 0, {})
-    found = detect_windows(rules, _read_frames(lake, rules, reads), windows)
+    models, notes = forest_models(
+        lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
+        retrain=False)
+    found = detect_windows(rules, _read_frames(lake, rules, reads), windows, models)
     rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
-    written, removed = replace_windows(conn, DETECTOR, rows, windows)
-    return RecentResult(windows, len(rows), written, removed, _by_rule(found))
+    written, removed = replace_windows(conn, rows, windows)
+    return RecentResult(windows, len(rows), written, removed, _by_rule(found), tuple(notes))

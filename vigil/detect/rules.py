@@ -16,7 +16,8 @@ from vigil.events import EVENT_TYPES
 
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 LEVELS = ("info", "warning", "critical")
-TYPES = ("threshold", "window_count", "sustained", "baseline_ratio")
+TYPES = ("threshold", "window_count", "sustained", "baseline_ratio", "isolation_forest")
+BASELINES = ("entity", "global")
 _OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
         "==": np.equal, "!=": np.not_equal}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -88,6 +89,29 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class ForestSpec:
+    """An isolation_forest rule's model: which features, trained on how much history."""
+
+    features: tuple[str, ...]  # "col", "log:col", "count:5m", "gap:5m"
+    training: float  # seconds of history before the hour that train its model
+    min_training: int  # fewer training rows than this: the hour is not scored
+    max_training: int  # training rows sampled (evenly in time) from the history
+    trees: int
+    quantile: float  # fire above this quantile of the training scores ...
+    min_score: float  # ... and never below this score ...
+    min_deviation: float  # ... with a feature this many robust sigmas from usual
+    baseline: str  # entity: features relative to each entity's own history; global
+
+    def feature_window(self, feature: str) -> float:
+        kind, _, arg = feature.partition(":")
+        return seconds(arg, "", feature) if kind in ("count", "gap") else 0.0
+
+    def source_columns(self) -> set[str]:
+        return {f.partition(":")[2] if f.startswith("log:") else f
+                for f in self.features if f.partition(":")[0] not in ("count", "gap")}
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     topic: str
@@ -107,10 +131,17 @@ class Rule:
     ratio: float = 0.0
     min_count: float = 0.0
     value_column: str | None = None
+    forest: ForestSpec | None = None  # isolation_forest
+
+    @property
+    def detector(self) -> str:
+        return "isolation_forest" if self.forest is not None else "rules"
 
     @property
     def lookback(self) -> float:
         """How far before a detected hour the rule must read to decide its first event."""
+        if self.forest is not None:  # its features' windows; training reads separately
+            return max(self.forest.feature_window(f) for f in self.forest.features)
         # A sustained run's reported length is capped at `longest`, so reading `longest +
         # max_gap` back is enough for any read span to give the same value.
         return max(self.window + self.baseline, max(self.duration, self.longest) + self.max_gap)
@@ -122,6 +153,8 @@ class Rule:
                 used |= set(cond.columns())
         if self.value_column:
             used.add(self.value_column)
+        if self.forest is not None:
+            used |= self.forest.source_columns()
         return used
 
 
@@ -196,6 +229,8 @@ def parse_rule(entry: Any) -> Rule:
         rule_args["baseline"] = seconds(need("baseline"), name, "baseline")
         rule_args["ratio"] = _number(need("ratio"), name, "ratio")
         rule_args["min_count"] = _number(entry.get("min_count", 1), name, "min_count")
+    if kind == "isolation_forest":
+        rule_args["forest"] = _forest(entry, name, topic)
     value_column = entry.get("value_column")
     if value_column is None and rule_args.get("condition") is not None:
         numeric = [c for c in rule_args["condition"].columns() if c in _numeric_fields(topic)]
@@ -204,6 +239,39 @@ def parse_rule(entry: Any) -> Rule:
         raise RuleError(f"rule {name!r}: value_column {value_column!r} is not a {topic} field")
     rule_args["value_column"] = value_column
     return Rule(**rule_args)
+
+
+def _forest(entry: dict[str, Any], rule: str, topic: str) -> ForestSpec:
+    features = entry.get("features")
+    if not isinstance(features, list) or not features:
+        raise RuleError(f"rule {rule!r}: features must be a non-empty list, e.g. "
+                        "[cpu_percent, log:latency_ms, count:5m]")
+    numeric = _numeric_fields(topic)
+    for feature in map(str, features):
+        kind, _, arg = feature.partition(":")
+        if kind in ("count", "gap"):
+            seconds(arg, rule, f"features {feature!r}")
+        elif (arg if kind == "log" else feature) not in numeric:
+            raise RuleError(f"rule {rule!r}: feature {feature!r} is not a numeric {topic} "
+                            f"field ({', '.join(sorted(numeric))}), log:<field>, count:<window> "
+                            "or gap:<window>")
+    baseline = str(entry.get("baseline", "entity"))
+    if baseline not in BASELINES:
+        raise RuleError(f"rule {rule!r}: baseline {baseline!r} is not one of "
+                        f"{', '.join(BASELINES)}")
+    quantile = _number(entry.get("quantile", 0.9), rule, "quantile")
+    if not 0 < quantile < 1:
+        raise RuleError(f"rule {rule!r}: quantile={quantile} must be between 0 and 1")
+    return ForestSpec(
+        features=tuple(map(str, features)),
+        training=seconds(entry.get("training", "2h"), rule, "training"),
+        min_training=int(_number(entry.get("min_training", 500), rule, "min_training")),
+        max_training=int(_number(entry.get("max_training", 20000), rule, "max_training")),
+        trees=int(_number(entry.get("trees", 100), rule, "trees")),
+        quantile=quantile,
+        min_score=_number(entry.get("min_score", 0.5), rule, "min_score"),
+        min_deviation=_number(entry.get("min_deviation", 6), rule, "min_deviation"),
+        baseline=baseline)
 
 
 def _numeric_fields(topic: str) -> set[str]:

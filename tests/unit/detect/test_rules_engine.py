@@ -240,17 +240,17 @@ def test_shipped_rules_load_and_reach_back_far_enough() -> None:
 def test_entity_codes_agree_across_arrow_chunks_and_nulls() -> None:
     import pyarrow as pa
 
-    from vigil.detect.engine import _column_codes, _entity_codes
+    from vigil.detect.frames import column_codes, entity_codes
 
     chunked = pa.chunked_array([pa.array(["a", "b", None]), pa.array(["b", "c", "a", None])])
     series = pd.Series(pd.arrays.ArrowExtensionArray(chunked))
-    codes = _column_codes(series)
+    codes = column_codes(series)
     values = [None if v is pd.NA else v for v in series.tolist()]
     for i, left in enumerate(values):
         for j, right in enumerate(values):
             assert (left == right) == (codes[i] == codes[j])
     frame = pd.DataFrame({"s": ["x", "x", "y", "y"], "u": ["1", "2", "1", "1"]})
-    pairs = _entity_codes(frame, ("s", "u"))
+    pairs = entity_codes(frame, ("s", "u"))
     assert pairs[2] == pairs[3] and len(set(pairs.tolist())) == 3
 
 
