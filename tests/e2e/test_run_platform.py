@@ -30,37 +30,65 @@ def _graphql(port: int, query: str) -> dict[str, object]:
     return answer
 
 
-def _produce_with_scenarios(settings: Settings) -> tuple[dict[str, int], datetime]:
-    hour = floor_hour(datetime.now(UTC)) - timedelta(hours=2)
-    spec = StreamSpec(seed=3, start=hour, rates=dict.fromkeys(TOPICS, 20.0),
-                      scenarios=("error_burst", "large_amount"), horizon=60)
+def _produce_across_an_hour_boundary(settings: Settings
+                                     ) -> tuple[dict[str, int], list[datetime]]:
+    """A minute of traffic, half in each of two hours, each half with an error burst and
+    a large amount: anomalies in both hours."""
+    boundary = floor_hour(datetime.now(UTC)) - timedelta(hours=1)
+    spec = StreamSpec(seed=3, start=boundary - timedelta(seconds=30),
+                      rates=dict.fromkeys(TOPICS, 20.0),
+                      scenarios=("error_burst", "large_amount"), horizon=30)
     report = produce_stream(EventSender(settings.kafka_bootstrap), SyntheticStream(spec),
                             list(TOPICS), 60, None, lambda _labels: None)
-    return dict(report.delivered), hour
+    return dict(report.delivered), [boundary - timedelta(hours=1), boundary]
 
 
-def _backfill_and_wait(env: dict[str, str], settings: Settings, hour: datetime
-                       ) -> list[tuple[str, str, str]]:
-    """`dagster job backfill` against the running instance; the daemon runs it."""
+def _anomalies(settings: Settings) -> list[tuple[str, str, str, datetime]]:
+    with psycopg.connect(settings.database_url) as conn:
+        return [(r[0], r[1], r[2], r[3]) for r in conn.execute(
+            "SELECT id, rule, alert_title, detected_hour FROM anomaly_events "
+            "ORDER BY id").fetchall()]
+
+
+def _backfill_and_wait(env: dict[str, str], settings: Settings, port: int,
+                       hours: list[datetime]) -> list[tuple[str, str, str, datetime]]:
+    """`dagster job backfill --from --to` against the running instance; the daemon runs
+    one run per hour; returns the table once every run of the backfill succeeded."""
     dagster_env = {**env, "DAGSTER_HOME": str(settings.state_dir / "dagster"),
                    "VIGIL_DAGSTER_STORAGE_URL": settings.dagster_storage_url}
+    before = _backfill_ids(port)
     launched = subprocess.run(
         [sys.executable, "-m", "dagster", "job", "backfill", "-w",
-         str(PROJECT_ROOT / "workspace.yaml"), "-j", "detect_hours", "--partitions",
-         hour.strftime("%Y-%m-%d-%H:%M"), "--noprompt"],
+         str(PROJECT_ROOT / "workspace.yaml"), "-j", "detect_hours",
+         "--from", hours[0].strftime("%Y-%m-%d-%H:%M"),
+         "--to", hours[-1].strftime("%Y-%m-%d-%H:%M"), "--noprompt"],
         env=dagster_env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
         check=False)
     assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:]
-    deadline = time.monotonic() + 150
-    rows: list[tuple[str, str, str]] = []
+    [backfill] = set(_backfill_ids(port)) - set(before)
+    deadline = time.monotonic() + 180
+    statuses: list[str] = []
     while time.monotonic() < deadline:
-        with psycopg.connect(settings.database_url) as conn:
-            rows = [(r[0], r[1], r[2]) for r in conn.execute(
-                "SELECT id, rule, alert_title FROM anomaly_events ORDER BY id").fetchall()]
-        if rows:
-            return rows
+        answer = _graphql(port, '{ runsOrError(filter: {tags: [{key: "dagster/backfill", '
+                                f'value: "{backfill}"}}]}}) {{ ... on Runs {{ results '
+                                '{ status tags { key value } } } } }')
+        runs = answer["data"]["runsOrError"]["results"]  # type: ignore[index]
+        statuses = [run["status"] for run in runs]
+        assert "FAILURE" not in statuses, runs
+        if len(runs) == len(hours) and set(statuses) == {"SUCCESS"}:
+            partitions = sorted(t["value"] for run in runs for t in run["tags"]
+                                if t["key"] == "dagster/partition")
+            assert partitions == [h.strftime("%Y-%m-%d-%H:%M") for h in hours]
+            return _anomalies(settings)
         time.sleep(1)
-    raise AssertionError("the backfill run wrote no anomalies")
+    raise AssertionError(f"the backfill's runs did not all succeed in time: {statuses}")
+
+
+def _backfill_ids(port: int) -> list[str]:
+    answer = _graphql(port, "{ partitionBackfillsOrError(limit: 20) { ... on "
+                            "PartitionBackfills { results { id } } } }")
+    results = answer["data"]["partitionBackfillsOrError"]["results"]  # type: ignore[index]
+    return [b["id"] for b in results]
 
 
 def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
@@ -98,7 +126,7 @@ def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
         # The kafka sensor is on by default: events produced now land in the lake through
         # the daemon's ticks and queued ingest runs, with no operator action.
         settings = Settings.from_env(env)
-        produced, hour = _produce_with_scenarios(settings)
+        produced, hours = _produce_across_an_hour_boundary(settings)
         lake = Lake(settings.lake_url)
         deadline = time.monotonic() + 120
         landed: dict[str, int] = {}
@@ -109,13 +137,15 @@ def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
             time.sleep(1)
         assert landed == produced, (landed, produced)
 
-        # A backfill launched through Dagster recomputes the hour from the lake alone, and
-        # reproduces the rows after they are deleted.
-        first = _backfill_and_wait(env, settings, hour)
-        assert {row[1] for row in first} >= {"error_spike", "large_amount"}
+        # A backfill over the two hours, launched through Dagster, recomputes them from the
+        # lake alone and reproduces every row after the table is emptied.
+        first = _backfill_and_wait(env, settings, port, hours)
+        for hour in hours:
+            assert {r[1] for r in first if r[3] == hour} >= {"error_spike", "large_amount"}
         with psycopg.connect(settings.database_url) as conn:
             conn.execute("DELETE FROM anomaly_events")
-        assert _backfill_and_wait(env, settings, hour) == first
+        assert _anomalies(settings) == []
+        assert _backfill_and_wait(env, settings, port, hours) == first
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
         rest, _ = proc.communicate(timeout=120)
