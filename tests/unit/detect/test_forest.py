@@ -18,6 +18,8 @@ HOUR = datetime(2026, 11, 24, 10, tzinfo=UTC)
 RULES = {r.name: r for r in load_rules()}
 METRICS = RULES["metrics_isolation_forest"]
 TRANSACTIONS = RULES["transactions_isolation_forest"]
+assert METRICS.forest is not None and TRANSACTIONS.forest is not None
+METRICS_SPEC, TRANSACTIONS_SPEC = METRICS.forest, TRANSACTIONS.forest
 
 
 def metrics(hours: float, start: datetime, hosts: dict[str, float], seed: int = 1
@@ -40,7 +42,7 @@ def test_count_and_gap_features_are_per_entity_and_past_only() -> None:
     times = [HOUR + timedelta(seconds=s) for s in (0, 10, 20, 400, 405)]
     frame = pd.DataFrame({"timestamp": times, "user_id": ["a", "a", "b", "a", "a"],
                           "amount": [1.0, 10.0, 100.0, 1000.0, 0.0]})
-    got = forest.feature_matrix(TRANSACTIONS.forest, TopicFrame(frame), ("user_id",))
+    got = forest.feature_matrix(TRANSACTIONS_SPEC, TopicFrame(frame), ("user_id",))
     np.testing.assert_allclose(got[:, 0], np.log1p(frame["amount"]))
     # count:5m — a's events at 0, 10, then 400 (the window (100 s, 400 s] holds only itself)
     np.testing.assert_array_equal(got[:, 1], [1, 2, 1, 1, 2])
@@ -80,7 +82,7 @@ def test_training_is_a_function_of_the_history_not_of_its_row_order() -> None:
     one = forest.train(METRICS, history, HOUR)
     other = forest.train(METRICS, history.sample(frac=1.0, random_state=3), HOUR)
     assert isinstance(one, forest.ForestModel) and isinstance(other, forest.ForestModel)
-    probe = np.random.default_rng(0).normal(0, 3, (200, len(METRICS.forest.features)))
+    probe = np.random.default_rng(0).normal(0, 3, (200, len(METRICS_SPEC.features)))
     np.testing.assert_array_equal(one.forest.score_samples(probe),
                                   other.forest.score_samples(probe))
     assert one.threshold == other.threshold
