@@ -142,11 +142,12 @@ def train(rule: Rule, history: pd.DataFrame, hour: datetime) -> ForestModel | st
         entity_centre, entity_scale = _entity_baselines(raw, codes, labels, floor)
     sample = np.linspace(0, len(raw) - 1, min(len(raw), spec.max_training)).astype(np.int64)
     model = ForestModel(rule.name, hour, spec.features, centre, scale, entity_centre,
-                        entity_scale, IsolationForest(), 0.0, len(history))
-    z = standardise(model, raw[sample], codes[sample], labels)
-    model.forest = IsolationForest(n_estimators=spec.trees, max_samples=min(256, len(z)),
-                                   random_state=0, n_jobs=1).fit(z)
-    scores = -model.forest.score_samples(z)
+                        entity_scale, IsolationForest(n_estimators=spec.trees,
+                                                      max_samples=min(256, len(sample)),
+                                                      random_state=0, n_jobs=1),
+                        0.0, len(history))
+    z = standardise(raw[sample], codes[sample], *model.baselines(labels))
+    scores = -model.forest.fit(z).score_samples(z)
     model.threshold = max(spec.min_score, float(np.quantile(scores, spec.quantile)))
     return model
 
@@ -182,9 +183,9 @@ def _entity_baselines(raw: np.ndarray, codes: np.ndarray, labels: list[str],
     return centres, scales
 
 
-def standardise(model: ForestModel, raw: np.ndarray, codes: np.ndarray, labels: list[str]
+def standardise(raw: np.ndarray, codes: np.ndarray, centre: np.ndarray, scale: np.ndarray
                 ) -> np.ndarray:
-    centre, scale = model.baselines(labels)
+    """Robust sigmas from each row's entity baseline (`centre`/`scale` rows by code)."""
     z = (raw - centre[codes]) / scale[codes]
     return np.clip(np.nan_to_num(z, nan=0.0), -_Z_LIMIT, _Z_LIMIT)
 
@@ -211,14 +212,14 @@ def score(rule: Rule, prepared: TopicFrame, models: list[ForestModel]) -> Scored
             rows = np.flatnonzero((prepared.times >= lo) & (prepared.times < lo + 3600 * _US))
             if len(rows) == 0:
                 continue
-            z = standardise(model, raw[rows], codes[rows], labels)
+            centre, scale = model.baselines(labels)
+            z = standardise(raw[rows], codes[rows], centre, scale)
             scores = -model.forest.score_samples(z)
             # Unusual as a whole *and* far from usual in at least one feature: the score
             # alone also ranks mild wobbles in several features high.
             fire = (scores >= model.threshold) & (np.abs(z).max(axis=1) >= spec.min_deviation)
             rows, z, scores = rows[fire], z[fire], scores[fire]
             which = np.argmax(np.abs(z), axis=1) if len(rows) else np.empty(0, np.int64)
-            centre, _ = model.baselines(labels)
             usual = centre[codes[rows], which]
             observed = raw[rows, which]
             logged = np.array([f.startswith("log:") for f in spec.features])[which]
