@@ -9,7 +9,8 @@ from vigil.settings import Settings
 @dg.op(description="Apply pending sql/ migrations to the vigil database (a no-op when current).")
 def apply_migrations(context: dg.OpExecutionContext) -> list[str]:
     settings = Settings.from_env()
-    applied = [m.path.name for m in migrate(settings.database_url, report=context.log.info)]
+    applied = [m.path.name for m in migrate(settings.database_url, report=context.log.info,
+                                             reader_password=settings.reader_password)]
     context.add_output_metadata({"applied": applied, "count": len(applied)})
     return applied
 

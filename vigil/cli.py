@@ -79,7 +79,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 def _db_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from vigil.migrate import migrate
 
-    applied = migrate(settings.database_url, report=print)
+    applied = migrate(settings.database_url, report=print,
+                      reader_password=settings.reader_password)
     if not applied:
         print("database schema is up to date")
     return 0
@@ -91,7 +92,8 @@ def _init(settings: Settings, args: argparse.Namespace) -> int:
     from vigil.migrate import migrate
     from vigil.settings import TOPICS
 
-    applied = migrate(settings.database_url, report=print)
+    applied = migrate(settings.database_url, report=print,
+                      reader_password=settings.reader_password)
     print(f"database: {len(applied)} migration(s) applied, schema up to date")
     changed = ensure_topics(settings.kafka_bootstrap, TOPICS, settings.kafka_partitions)
     print(f"kafka: topics {', '.join(TOPICS)} ready"
@@ -196,6 +198,17 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     return run_platform(settings, with_s3=args.s3)
 
 
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    port = args.port or settings.api_port
+    print(f"vigil API: http://127.0.0.1:{port}  (docs: /docs)", flush=True)
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vigil", description="Real-time compliance and anomaly monitoring over Kafka.")
@@ -268,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="start the services and the Dagster UI; Ctrl-C stops what it started")
     run.add_argument("--s3", action="store_true", help="also start a loopback S3 server")
     run.set_defaults(handler=_run)
+
+    api = commands.add_parser("api", help="serve the REST API (OpenAPI docs at /docs)")
+    api.add_argument("--port", type=int, default=None,
+                     help="port on 127.0.0.1 (default: VIGIL_API_PORT or 8000)")
+    api.set_defaults(handler=_api)
     return parser
 
 

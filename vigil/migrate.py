@@ -13,10 +13,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from vigil.settings import PROJECT_ROOT
+from vigil.settings import PROJECT_ROOT, READER_ROLE
 
 MIGRATIONS_DIR = PROJECT_ROOT / "sql"
 # Any fixed 64-bit number; it only has to be the same for every runner.
@@ -64,8 +66,10 @@ def load(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 
 def migrate(database_url: str, directory: Path = MIGRATIONS_DIR,
-            report: Callable[[str], None] = lambda _: None) -> list[Migration]:
-    """Apply pending migrations; returns those applied by this call."""
+            report: Callable[[str], None] = lambda _: None,
+            reader_password: str | None = None) -> list[Migration]:
+    """Apply pending migrations; returns those applied by this call. With `reader_password`,
+    the read-only role the dashboard uses gets it (every call: the password may change)."""
     wanted = load(directory)
     applied_now: list[Migration] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -91,6 +95,8 @@ def migrate(database_url: str, directory: Path = MIGRATIONS_DIR,
                         (migration.version, migration.name, migration.checksum))
                 report(f"applied {migration.path.name}")
                 applied_now.append(migration)
+            if reader_password is not None:
+                set_reader_password(conn, reader_password)
             unknown = sorted(set(done) - {m.version for m in wanted})
             if unknown:
                 report("note: the database has migrations this checkout lacks: "
@@ -98,3 +104,9 @@ def migrate(database_url: str, directory: Path = MIGRATIONS_DIR,
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
+
+
+def set_reader_password(conn: psycopg.Connection[Any], password: str) -> None:
+    # ALTER ROLE takes no bind parameters: the password goes in as a quoted literal.
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+        sql.Identifier(READER_ROLE), sql.Literal(password)))

@@ -56,7 +56,7 @@ def _restore_sigint() -> None:
 
 def run_platform(settings: Settings, with_s3: bool = False) -> int:
     started = [s.name for s in services.up(settings, with_s3=with_s3) if s.state == "started"]
-    for migration in migrate(settings.database_url):
+    for migration in migrate(settings.database_url, reader_password=settings.reader_password):
         print(f"applied {migration.path.name}")
     log = settings.state_dir / "logs" / "dagster.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 TOPICS: tuple[str, ...] = ("logs", "metrics", "transactions")
+READER_ROLE = "vigil_reader"  # created by sql/0005; SELECT on what the dashboard reads
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
@@ -61,9 +62,20 @@ class Settings:
     role_arn: str | None = None
     discord_webhook_url: str | None = field(default=None, repr=False)
     dagster_port: int = 3000
+    dashboard_port: int = 8501
+    api_port: int = 8000
+    reader_password: str = field(default="vigil-reader", repr=False)
     ingest_max_records: int = 500_000
     ingest_start: str = "earliest"
     ingest_max_in_flight: int = 2
+
+    @property
+    def reader_url(self) -> str:
+        """The dashboard's and API's connection: the SELECT-only role `vigil_reader`."""
+        parts = urlsplit(self.database_url)
+        netloc = (f"{READER_ROLE}:{quote(self.reader_password, safe='')}@"
+                  f"{parts.hostname}:{parts.port or 5432}")
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def kafka_managed(self) -> bool:
@@ -180,6 +192,9 @@ def _read(env: _Env) -> Settings:
         discord_webhook_url=env.url("DISCORD_WEBHOOK_URL", ("http", "https"),
                                     "an http(s):// Discord webhook URL"),
         dagster_port=env.port("VIGIL_DAGSTER_PORT", 3000),
+        dashboard_port=env.port("VIGIL_DASHBOARD_PORT", 8501),
+        api_port=env.port("VIGIL_API_PORT", 8000),
+        reader_password=env.text("VIGIL_READER_PASSWORD", "vigil-reader") or "vigil-reader",
         ingest_max_records=env.integer("VIGIL_INGEST_MAX_RECORDS", 500_000, 1, 100_000_000,
                                        "records per ingest run, 1-100000000"),
         ingest_start=_choice(env, "VIGIL_INGEST_START", ("earliest", "latest"), "earliest"),
