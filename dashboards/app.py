@@ -1,41 +1,24 @@
-"""vigil analyst dashboard: entry point for `streamlit run dashboards/app.py`.
+"""vigil analyst dashboard: `streamlit run dashboards/app.py` (or `vigil run`).
 
-For now a single status page over anomaly_events; the analyst pages (overview, timeline,
-services, events, detail) come with the dashboard issue.
+Pages live in dashboards/views/; each reads through dashboards/data.py, which runs the
+shared vigil.queries as the read-only role vigil_reader.
 """
 
-from __future__ import annotations
+import sys
+from pathlib import Path
 
-import psycopg
 import streamlit as st
 
-from vigil.settings import Settings, SettingsError
+# `streamlit run dashboards/app.py` puts dashboards/ on the path, not the project root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-st.set_page_config(page_title="vigil", layout="wide")
-st.title("vigil")
+st.set_page_config(page_title="vigil", page_icon=":material/monitor_heart:", layout="wide")
 
-try:
-    settings = Settings.from_env()
-except SettingsError as exc:
-    st.error(f"Configuration error: {exc}")
-    st.stop()
-
-try:
-    with psycopg.connect(settings.database_url, connect_timeout=3) as conn:
-        row = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE timestamp > now() - interval '1 hour') "
-            "FROM anomaly_events").fetchone()
-except psycopg.OperationalError:
-    st.error(f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port} is unreachable: "
-             "start it with `vigil services up`.")
-    st.stop()
-except psycopg.errors.UndefinedTable:
-    st.warning("The database has no schema yet: run `vigil db migrate`.")
-    st.stop()
-
-total, last_hour = row if row else (0, 0)
-left, right = st.columns(2)
-left.metric("Anomalies (all time)", total)
-right.metric("Anomalies (last hour)", last_hour)
-if not total:
-    st.info("No anomalies yet: start the producer and the Dagster sensor.")
+PAGES = [
+    st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("views/timeline.py", title="Timeline", icon=":material/timeline:"),
+    st.Page("views/services.py", title="Services", icon=":material/dns:"),
+    st.Page("views/events.py", title="Events", icon=":material/list:"),
+    st.Page("views/detail.py", title="Event detail", icon=":material/search:"),
+]
+st.navigation(PAGES).run()

@@ -51,7 +51,8 @@ def _print_status(settings: Settings) -> list[ServiceStatus]:
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     """Services, then per-partition lag: offsets in Kafka not yet landed in the lake."""
-    from vigil.kafka import broker_answers, committed_offsets, topic_watermarks
+    from vigil.kafka import broker_answers
+    from vigil.pipeline_state import landing_lag
     from vigil.settings import TOPICS
 
     statuses = _print_status(settings)
@@ -62,16 +63,11 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
           "landed offset)")
     print(f"{'topic':<14} {'partition':>9} {'high':>12} {'landed':>12} {'lag':>10}")
     total = 0
-    all_marks = topic_watermarks(settings.kafka_bootstrap, TOPICS)
-    landed = committed_offsets(settings.kafka_bootstrap, settings.deployment,
-                               [(t, p) for t, marks in all_marks.items() for p in marks])
-    for topic, marks in all_marks.items():
-        for partition, (low, high) in sorted(marks.items()):
-            done = landed.get((topic, partition), -1)
-            lag = high - (done if done >= 0 else low)
-            total += lag
-            shown = f"{done:,}" if done >= 0 else "-"
-            print(f"{topic:<14} {partition:>9} {high:>12,} {shown:>12} {lag:>10,}")
+    for row in landing_lag(settings.kafka_bootstrap, settings.deployment, TOPICS):
+        total += row.lag
+        shown = f"{row.landed:,}" if row.landed >= 0 else "-"
+        print(f"{row.topic:<14} {row.partition:>9} {row.high:>12,} {shown:>12} "
+              f"{row.lag:>10,}")
     print(f"{'total':<14} {'':>9} {'':>12} {'':>12} {total:>10,}")
     return 0 if all(s.healthy or s.state in {"stopped", "off"} for s in statuses) else 1
 

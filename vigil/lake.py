@@ -208,17 +208,18 @@ def hours_between(start: datetime, end: datetime) -> Iterator[datetime]:
         hour += timedelta(hours=1)
 
 
-def query_events(lake: Lake, topic: str, start: datetime, end: datetime, sql: str
-                 ) -> pa.Table:
+def query_events(lake: Lake, topic: str, start: datetime, end: datetime, sql: str,
+                 params: dict[str, object] | None = None) -> pa.Table:
     """Run DuckDB SQL over one topic's events in [start, end), visible as the view `events`.
 
     The files are chosen by hour directory and handed to DuckDB as an Arrow dataset, so it
     works the same on local disk and S3 (DuckDB itself needs no S3 extension) and DuckDB
-    pushes column selection and the time filter into the Parquet scan.
+    pushes column selection and the time filter into the Parquet scan. Values go in as
+    `$name` parameters, never into the SQL text.
     """
     import duckdb
 
     events = lake.events_dataset(topic, start, end)
     with duckdb.connect() as con:
         con.register("events", events)
-        return con.sql(sql).to_arrow_table()
+        return con.sql(sql, params=params).to_arrow_table()

@@ -32,23 +32,30 @@ def seed_rows(now: datetime, count: int = 137, seed: int = 7) -> list[dict[str, 
     for i in range(count):
         rule = rng.choice(sorted(RULES))
         topic, level, detector = RULES[rule]
-        # Spread over two days, a third of them in the last hour.
-        age = timedelta(minutes=rng.uniform(0, 60)) if i % 3 == 0 else \
-            timedelta(hours=rng.uniform(1, 47))
+        # Spread over two days, a third in the last hour; ages keep clear of the 1 h, 24 h
+        # and "still firing" (15 min) edges, so a page rendered a minute later counts alike.
+        if i % 3 == 0:
+            age = timedelta(minutes=rng.uniform(2, 10) if i % 2 else rng.uniform(30, 50))
+        else:
+            age = timedelta(hours=rng.uniform(1.5, 22) if i % 2 else rng.uniform(26, 47))
         at = (now - age).replace(microsecond=0)
+        lasted = timedelta(minutes=rng.choice((0, 2, 20) if age <= timedelta(minutes=10)
+                                              else (0, 2)))
         service = rng.choice(SERVICES) if topic != "transactions" else None
         user = rng.choice(USERS) if topic != "metrics" else None
         entity = user if topic == "transactions" else (service if topic == "logs" else
                                                        f"{service}-host-{i % 5}")
+        key = {"logs": {"service": service}, "metrics": {"host": entity},
+               "transactions": {"user_id": user}}[topic]  # the group key, as detection writes
         rows.append({
             "id": f"seed{i:04d}", "timestamp": at, "alert_type": rule, "alert_level": level,
             "alert_title": f"{rule} on {entity} #{i}",
             "alert_message": f"{rule} fired for {entity}; seeded row {i}",
-            "user_id": user, "tags": json.dumps({"topic": topic}),
+            "user_id": user, "tags": json.dumps({"topic": topic, **key}),
             "metrics": json.dumps({"peak": i, "points": 1}), "rule": rule,
             "detector": detector, "detector_version": "seed-1", "topic": topic,
             "entity": entity, "service": service, "window_start": at,
-            "window_end": at + timedelta(minutes=rng.choice((0, 2, 20))),
+            "window_end": at + lasted,
             "detected_hour": at.replace(minute=0, second=0),
             "evidence": json.dumps({}),
             "notified_at": at + timedelta(seconds=5) if i % 4 else None,
