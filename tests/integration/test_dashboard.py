@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pyarrow as pa
 import pytest
@@ -143,7 +144,8 @@ def test_timeline_counts_and_click_through(seeded: tuple[Settings, list[dict[str
     app.selectbox(key="timeline_key").set_value(level).run()
     app.button[0].click().run()
     assert not app.exception
-    start = bucket.to_pydatetime() if hasattr(bucket, "to_pydatetime") else bucket
+    assert bucket is not None
+    start = pd.Timestamp(bucket).to_pydatetime()
     expected = [r for r in rows if start <= r["timestamp"] < start + timedelta(minutes=5)
                 and r["alert_level"] == level]
     assert expected and matches(app) == len(expected)
