@@ -11,7 +11,7 @@ VIGIL := $(VENV)/bin/vigil
 PYTEST_ARGS ?=
 
 .PHONY: help install run services-up services-down services-status migrate test test-unit \
-        test-integration lint format lock clean
+        test-integration lint format lock clean browser api dashboard
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -27,8 +27,17 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 install: $(STAMP) ## install Python dependencies from uv.lock into .venv
 
-run: $(STAMP) ## start Kafka, Postgres and the Dagster UI; Ctrl-C stops what it started
+run: $(STAMP) ## start the services, Dagster UI, dashboard and REST API; Ctrl-C stops them
 	$(VIGIL) run
+
+api: $(STAMP) ## serve the REST API alone (services must be up)
+	$(VIGIL) api
+
+dashboard: $(STAMP) ## serve the Streamlit dashboard alone (services must be up)
+	$(VENV)/bin/streamlit run dashboards/app.py
+
+browser: ## install Debian's chromium + chromium-driver for the browser test (apt-get)
+	@bash infra/install-browser.sh
 
 services-up: $(STAMP) ## start the local services (add S3=1 for the loopback S3 server)
 	$(VIGIL) services up $(if $(S3),--s3,)
@@ -42,7 +51,7 @@ services-status: $(STAMP) ## show each local service, its address and health
 migrate: $(STAMP) ## apply pending sql/ migrations
 	$(VIGIL) db migrate
 
-test: $(STAMP) ## run every test (starts its own services on free ports)
+test: $(STAMP) browser ## run every test (starts its own services on free ports)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## run the tests that need no services

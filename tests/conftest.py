@@ -41,6 +41,8 @@ def stack_env(state_dir: Path) -> dict[str, str]:
         "POSTGRES_PORT": str(free_port()),
         "VIGIL_S3_PORT": str(free_port()),
         "VIGIL_DAGSTER_PORT": str(free_port()),
+        "VIGIL_DASHBOARD_PORT": str(free_port()),
+        "VIGIL_API_PORT": str(free_port()),
     })
     return env
 

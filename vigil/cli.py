@@ -200,8 +200,8 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     from api.app import create_app
 
     port = args.port or settings.api_port
-    print(f"vigil API: http://127.0.0.1:{port}  (docs: /docs)", flush=True)
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    print(f"vigil API: http://{args.host}:{port}  (docs: /docs)", flush=True)
+    uvicorn.run(create_app(settings), host=args.host, port=port, log_level="warning")
     return 0
 
 
@@ -280,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = commands.add_parser("api", help="serve the REST API (OpenAPI docs at /docs)")
     api.add_argument("--port", type=int, default=None,
-                     help="port on 127.0.0.1 (default: VIGIL_API_PORT or 8000)")
+                     help="port (default: VIGIL_API_PORT or 8000)")
+    api.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
     api.set_defaults(handler=_api)
     return parser
 

@@ -1,4 +1,5 @@
-"""`vigil run`: the local services, the schema and the Dagster UI in one foreground command.
+"""`vigil run`: the local services, the schema, the Dagster UI, the dashboard and the REST API
+in one foreground command.
 
 Dagster runs as `dagster dev` in its own session with SIGINT restored to the default
 (a backgrounded child otherwise inherits SIGINT as ignored and never stops, see DESIGN.md);
@@ -15,6 +16,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -41,81 +43,124 @@ def dagster_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def ui_answers(port: int) -> bool:
+def answers(url: str) -> bool:
     try:
-        url = f"http://127.0.0.1:{port}/server_info"
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
 
+def ui_answers(port: int) -> bool:
+    return answers(f"http://127.0.0.1:{port}/server_info")
+
+
 def _restore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One long-running process of the platform, the URL that shows it is up, what to print."""
+
+    name: str
+    argv: list[str]
+    ready_url: str
+    banner: str
+
+
+def parts(settings: Settings) -> list[Part]:
+    streamlit = [sys.executable, "-m", "streamlit", "run",
+                 str(PROJECT_ROOT / "dashboards" / "app.py"), "--server.headless", "true",
+                 "--server.address", "127.0.0.1", "--server.port", str(settings.dashboard_port),
+                 "--browser.gatherUsageStats", "false"]
+    return [
+        Part("dagster", [sys.executable, "-m", "dagster", "dev", "-w",
+                         str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p",
+                         str(settings.dagster_port)],
+             f"http://127.0.0.1:{settings.dagster_port}/server_info",
+             f"Dagster UI: http://127.0.0.1:{settings.dagster_port}"),
+        Part("dashboard", streamlit, f"http://127.0.0.1:{settings.dashboard_port}/_stcore/health",
+             f"Dashboard:  http://127.0.0.1:{settings.dashboard_port}"),
+        Part("api", [sys.executable, "-m", "vigil.cli", "api"],
+             f"http://127.0.0.1:{settings.api_port}/health",
+             f"REST API:   http://127.0.0.1:{settings.api_port}/docs"),
+    ]
 
 
 def run_platform(settings: Settings, with_s3: bool = False) -> int:
     started = [s.name for s in services.up(settings, with_s3=with_s3) if s.state == "started"]
     for migration in migrate(settings.database_url, reader_password=settings.reader_password):
         print(f"applied {migration.path.name}")
-    log = settings.state_dir / "logs" / "dagster.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"dagster: starting (log: {log}) ...")
-    with log.open("ab") as out:
-        dagster = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(settings.dagster_port)],
-            cwd=PROJECT_ROOT, env=dagster_env(settings), stdin=subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_restore_sigint,
-        )
     registry = ProcessRegistry(settings.state_dir)
-    registry.put(record_for("dagster", dagster.pid, f"127.0.0.1:{settings.dagster_port}", log))
+    running: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
     stopping = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         stopping.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
     try:
-        wait_until(lambda: ui_answers(settings.dagster_port) or stopping.is_set(),
-                   what="the Dagster UI", timeout=180,
-                   still_starting=lambda: dagster.poll() is None, log=log)
+        for part in parts(settings):
+            logs[part.name] = settings.state_dir / "logs" / f"{part.name}.log"
+            logs[part.name].parent.mkdir(parents=True, exist_ok=True)
+            print(f"{part.name}: starting (log: {logs[part.name]}) ...", flush=True)
+            with logs[part.name].open("ab") as out:
+                running[part.name] = subprocess.Popen(
+                    part.argv, cwd=PROJECT_ROOT, env=dagster_env(settings),
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True, preexec_fn=_restore_sigint)
+            registry.put(record_for(part.name, running[part.name].pid,
+                                    part.ready_url.split("/")[2], logs[part.name]))
+        for part in parts(settings):
+            _wait_ready(part, running[part.name], logs[part.name], stopping)
         if not stopping.is_set():
-            print(f"Dagster UI: http://127.0.0.1:{settings.dagster_port}   (Ctrl-C stops)",
-                  flush=True)
-        while not stopping.is_set() and dagster.poll() is None:
+            for part in parts(settings):
+                print(part.banner, flush=True)
+            print("(Ctrl-C stops everything this command started)", flush=True)
+        while not stopping.is_set() and all(p.poll() is None for p in running.values()):
             stopping.wait(0.5)
-        code = 0 if stopping.is_set() else (dagster.returncode or 1)
-        if code:
-            print(f"vigil: dagster exited with code {code}; see {log}", file=sys.stderr)
+        if not stopping.is_set():
+            name = next(n for n, p in running.items() if p.poll() is not None)
+            code = running[name].returncode or 1
+            print(f"vigil: {name} exited with code {code}; see {logs[name]}", file=sys.stderr)
     except ServiceError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         code = 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _stop_dagster(dagster)
-        registry.remove("dagster")
+        for name, process in reversed(list(running.items())):
+            _stop(process)
+            registry.remove(name)
         if started:
             print(f"stopping the services this command started: {', '.join(started)}")
             services.down(settings, only=started)
     return code
 
 
-def _stop_dagster(dagster: subprocess.Popen[bytes]) -> None:
-    """SIGINT is dagster dev's graceful stop; it ends its webserver, daemon and code servers."""
-    if dagster.poll() is not None:
+def _wait_ready(part: Part, process: subprocess.Popen[bytes], log: Path,
+                stopping: threading.Event) -> None:
+    wait_until(lambda: answers(part.ready_url) or stopping.is_set(), what=part.name,
+               timeout=180, still_starting=lambda: process.poll() is None, log=log)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT: dagster dev's graceful stop (it ends its webserver, daemon and code servers);
+    Streamlit and uvicorn stop on it too. Then whatever is left of the family is killed."""
+    if process.poll() is not None:
         return
     import psutil
 
-    children = psutil.Process(dagster.pid).children(recursive=True)
-    dagster.send_signal(signal.SIGINT)
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGINT)
     try:
-        dagster.wait(timeout=30)
+        process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        dagster.kill()
-        dagster.wait()
+        process.kill()
+        process.wait()
     _gone, alive = psutil.wait_procs(children, timeout=10)
     for child in alive:
         child.kill()

@@ -32,7 +32,8 @@ def anomalies() -> None:
     with by_level:
         st.subheader("Last 24 h by level")
         if view.last_day.by_level:
-            st.bar_chart(pd.Series(view.last_day.by_level, name="anomalies"))
+            levels = pd.Series(view.last_day.by_level, name="anomalies")
+            st.bar_chart(levels.reindex([lv for lv in queries.LEVELS if lv in levels.index]))
     st.subheader("Open critical anomalies")
     if view.open_critical:
         st.dataframe(_table(view.open_critical), hide_index=True)

@@ -107,15 +107,26 @@ def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
             if not line:
                 break
             lines.append(line)
-            if line.startswith("Dagster UI:"):
+            if line.startswith("(Ctrl-C stops"):
                 break
-        assert lines and lines[-1].startswith(f"Dagster UI: http://127.0.0.1:{port}"), lines
+        banners = [line.strip() for line in lines
+                   if line.startswith(("Dagster UI:", "Dashboard:", "REST API:"))]
+        dashboard, api = int(env["VIGIL_DASHBOARD_PORT"]), int(env["VIGIL_API_PORT"])
+        assert banners == [f"Dagster UI: http://127.0.0.1:{port}",
+                           f"Dashboard:  http://127.0.0.1:{dashboard}",
+                           f"REST API:   http://127.0.0.1:{api}/docs"], lines
+        # The dashboard and the API answer, the API as the read-only role.
+        with urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/_stcore/health",
+                                    timeout=10) as answer:
+            assert answer.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{api}/health", timeout=10) as answer:
+            assert json.loads(answer.read()) == {"status": "ok", "database": "ok"}
         assert any("applied 0001_anomaly_events.sql" in line for line in lines)
 
         family = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         records = {p.stem: json.loads(p.read_text())
                    for p in (tmp_path / "state" / "run").glob("*.json")}
-        assert {"postgres", "kafka", "dagster"} <= set(records)
+        assert {"postgres", "kafka", "dagster", "dashboard", "api"} <= set(records)
 
         answer = _graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries "
                                 "{ name locationOrLoadError { __typename } } } } }")

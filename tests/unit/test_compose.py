@@ -44,11 +44,12 @@ def test_the_whole_stack_is_there() -> None:
     assert SERVICES["kafka"]["image"].startswith("apache/kafka:4.")
     assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert {"postgres", "minio", "dagster-code", "dagster-webserver", "dagster-daemon",
-            "streamlit", "producer"} <= set(SERVICES)
+            "streamlit", "api", "producer"} <= set(SERVICES)
+    assert SERVICES["api"]["command"][:2] == ["vigil", "api"]
 
 
 @pytest.mark.parametrize("name", ["kafka", "postgres", "minio", "dagster-code",
-                                  "dagster-webserver", "dagster-daemon"])
+                                  "dagster-webserver", "dagster-daemon", "streamlit", "api"])
 def test_healthchecks_exist(name: str) -> None:
     check = SERVICES[name].get("healthcheck")
     assert check and check["test"], name
@@ -100,3 +101,13 @@ def test_dagster_containers_load_the_code_location_over_grpc() -> None:
     assert server["host"] == "dagster-code" and str(server["port"]) == code[code.index("-p") + 1]
     for name in ("dagster-webserver", "dagster-daemon"):
         assert "infra/workspace.docker.yaml" in SERVICES[name]["command"]
+
+
+def test_the_image_copies_every_python_package_the_project_ships() -> None:
+    import tomllib
+
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    dockerfile = (PROJECT_ROOT / "infra" / "Dockerfile").read_text()
+    missing = [p for p in packages if f"COPY {p} ./{p}" not in dockerfile]
+    assert missing == [], f"infra/Dockerfile does not copy {missing}"
