@@ -10,7 +10,9 @@ STAMP := $(VENV)/.synced
 VIGIL := $(VENV)/bin/vigil
 PYTEST_ARGS ?=
 
-.PHONY: help install run services-up services-down services-status migrate test test-unit \
+DURATION ?= 180
+
+.PHONY: demo help install run services-up services-down services-status migrate test test-unit \
         test-integration lint format lock clean browser api dashboard
 
 help: ## list the tasks
@@ -26,6 +28,9 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	@touch $@
 
 install: $(STAMP) ## install Python dependencies from uv.lock into .venv
+
+demo: $(STAMP) ## everything + traffic with every scenario + a summary (DURATION=180 seconds)
+	$(VIGIL) demo --duration $(DURATION) $(DEMO_ARGS)
 
 run: $(STAMP) ## start the services, Dagster UI, dashboard and REST API; Ctrl-C stops them
 	$(VIGIL) run

@@ -205,6 +205,28 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from vigil.demo import run_demo
+
+    return run_demo(settings, duration=args.duration, rate=args.rate, span=args.span,
+                    seed=args.seed, keep_running=args.keep_running)
+
+
+def _alerts_sink(settings: Settings, args: argparse.Namespace) -> int:
+    import threading
+
+    from vigil.alerts_sink import AlertSink
+
+    sink = AlertSink(args.store, port=args.port).start()
+    print(f"alert sink: {sink.url}  (set DISCORD_WEBHOOK_URL to it; storing in {args.store})",
+          flush=True)
+    try:
+        threading.Event().wait()
+    finally:
+        sink.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vigil", description="Real-time compliance and anomaly monitoring over Kafka.")
@@ -277,6 +299,28 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="start the services and the Dagster UI; Ctrl-C stops what it started")
     run.add_argument("--s3", action="store_true", help="also start a loopback S3 server")
     run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo", help="start everything, produce traffic with every scenario, print a summary")
+    demo.add_argument("--duration", type=int, default=180,
+                      help="seconds of producing (wall time, default 180)")
+    demo.add_argument("--span", type=int, default=1800,
+                      help="seconds of event time produced in that time (default 1800)")
+    demo.add_argument("--rate", type=float, default=100.0,
+                      help="events per second of event time (default 100)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--keep-running", action="store_true",
+                      help="leave the stack up after the summary; Ctrl-C stops it")
+    demo.set_defaults(handler=_demo)
+
+    alerts = commands.add_parser("alerts", help="alert delivery tools")
+    alerts_cmds = alerts.add_subparsers(dest="action", required=True)
+    sink = alerts_cmds.add_parser(
+        "sink", help="a local Discord-compatible webhook receiver that prints and stores")
+    sink.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
+    sink.add_argument("--store", type=Path, default=Path(".vigil/alerts.jsonl"),
+                      help="JSON-lines file of received messages")
+    sink.set_defaults(handler=_alerts_sink)
 
     api = commands.add_parser("api", help="serve the REST API (OpenAPI docs at /docs)")
     api.add_argument("--port", type=int, default=None,

@@ -16,6 +16,8 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -88,56 +90,100 @@ def parts(settings: Settings) -> list[Part]:
     ]
 
 
-def run_platform(settings: Settings, with_s3: bool = False) -> int:
-    started = [s.name for s in services.up(settings, with_s3=with_s3) if s.state == "started"]
-    for migration in migrate(settings.database_url, reader_password=settings.reader_password):
-        print(f"applied {migration.path.name}")
-    registry = ProcessRegistry(settings.state_dir)
-    running: dict[str, subprocess.Popen[bytes]] = {}
-    logs: dict[str, Path] = {}
-    stopping = threading.Event()
+class LocalPlatform:
+    """The local services, the schema, Dagster, the dashboard and the API as one family.
+    `start()` brings up what is not running and waits until every part answers; `stop()`
+    ends exactly what `start()` started. `stopping` cuts the waits short (Ctrl-C)."""
+
+    def __init__(self, settings: Settings, with_s3: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.with_s3 = with_s3
+        self.env = env or {}
+        self.stopping = threading.Event()
+        self.registry = ProcessRegistry(settings.state_dir)
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+        self.started_services: list[str] = []
+
+    def start(self) -> None:
+        settings = self.settings
+        self.started_services = [s.name for s in services.up(settings, with_s3=self.with_s3)
+                                 if s.state == "started"]
+        for migration in migrate(settings.database_url,
+                                 reader_password=settings.reader_password):
+            print(f"applied {migration.path.name}")
+        env = {**dagster_env(settings), **self.env}
+        for part in parts(settings):
+            log = self.logs[part.name] = settings.state_dir / "logs" / f"{part.name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            print(f"{part.name}: starting (log: {log}) ...", flush=True)
+            with log.open("ab") as out:
+                self.running[part.name] = subprocess.Popen(
+                    part.argv, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_restore_sigint)
+            self.registry.put(record_for(part.name, self.running[part.name].pid,
+                                         part.ready_url.split("/")[2], log))
+        for part in parts(settings):
+            _wait_ready(part, self.running[part.name], self.logs[part.name], self.stopping)
+
+    def banners(self) -> list[str]:
+        return [part.banner for part in parts(self.settings)]
+
+    def exited(self) -> str | None:
+        """The first part that is no longer running, if any."""
+        return next((n for n, p in self.running.items() if p.poll() is not None), None)
+
+    def stop(self) -> None:
+        for name, process in reversed(list(self.running.items())):
+            _stop(process)
+            self.registry.remove(name)
+        self.running.clear()
+        if self.started_services:
+            print("stopping the services this command started: "
+                  f"{', '.join(self.started_services)}", flush=True)
+            services.down(self.settings, only=self.started_services)
+            self.started_services = []
+
+
+@contextmanager
+def stop_requests(event: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set `event` instead of raising, for the duration."""
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
+        event.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    code = 0
     try:
-        for part in parts(settings):
-            logs[part.name] = settings.state_dir / "logs" / f"{part.name}.log"
-            logs[part.name].parent.mkdir(parents=True, exist_ok=True)
-            print(f"{part.name}: starting (log: {logs[part.name]}) ...", flush=True)
-            with logs[part.name].open("ab") as out:
-                running[part.name] = subprocess.Popen(
-                    part.argv, cwd=PROJECT_ROOT, env=dagster_env(settings),
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True, preexec_fn=_restore_sigint)
-            registry.put(record_for(part.name, running[part.name].pid,
-                                    part.ready_url.split("/")[2], logs[part.name]))
-        for part in parts(settings):
-            _wait_ready(part, running[part.name], logs[part.name], stopping)
-        if not stopping.is_set():
-            for part in parts(settings):
-                print(part.banner, flush=True)
-            print("(Ctrl-C stops everything this command started)", flush=True)
-        while not stopping.is_set() and all(p.poll() is None for p in running.values()):
-            stopping.wait(0.5)
-        if not stopping.is_set():
-            name = next(n for n, p in running.items() if p.poll() is not None)
-            code = running[name].returncode or 1
-            print(f"vigil: {name} exited with code {code}; see {logs[name]}", file=sys.stderr)
-    except ServiceError as exc:
-        print(f"vigil: {exc}", file=sys.stderr)
-        code = 1
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for name, process in reversed(list(running.items())):
-            _stop(process)
-            registry.remove(name)
-        if started:
-            print(f"stopping the services this command started: {', '.join(started)}")
-            services.down(settings, only=started)
+
+
+def run_platform(settings: Settings, with_s3: bool = False) -> int:
+    platform = LocalPlatform(settings, with_s3)
+    code = 0
+    with stop_requests(platform.stopping):
+        try:
+            platform.start()
+            if not platform.stopping.is_set():
+                for banner in platform.banners():
+                    print(banner, flush=True)
+                print("(Ctrl-C stops everything this command started)", flush=True)
+            while not platform.stopping.is_set() and platform.exited() is None:
+                platform.stopping.wait(0.5)
+            name = platform.exited()
+            if not platform.stopping.is_set() and name is not None:
+                code = platform.running[name].returncode or 1
+                print(f"vigil: {name} exited with code {code}; see {platform.logs[name]}",
+                      file=sys.stderr)
+        except ServiceError as exc:
+            print(f"vigil: {exc}", file=sys.stderr)
+            code = 1
+        finally:
+            platform.stop()
     return code
 
 
