@@ -205,6 +205,22 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules_check(settings: Settings, args: argparse.Namespace) -> int:
+    from vigil.detect.rules import DEFAULT_RULES, RuleError, load_rules
+
+    args.file = args.file or DEFAULT_RULES
+    try:
+        rules = load_rules(args.file)
+    except RuleError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 2
+    for rule in rules:
+        print(f"{rule.name:<32} {rule.topic:<13} {rule.type:<17} {rule.level:<9} "
+              f"by {', '.join(rule.group_by)}")
+    print(f"{args.file}: {len(rules)} rules, valid")
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from vigil.demo import run_demo
 
@@ -299,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="start the services and the Dagster UI; Ctrl-C stops what it started")
     run.add_argument("--s3", action="store_true", help="also start a loopback S3 server")
     run.set_defaults(handler=_run)
+
+    rules = commands.add_parser("rules", help="the detection rules")
+    rules_cmds = rules.add_subparsers(dest="action", required=True)
+    check = rules_cmds.add_parser("check", help="validate the rules file; list its rules")
+    check.add_argument("--file", type=Path, default=None,
+                       help="a rules file (default: vigil/detect/rules.yaml)")
+    check.set_defaults(handler=_rules_check)
 
     demo = commands.add_parser(
         "demo", help="start everything, produce traffic with every scenario, print a summary")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,15 @@ def test_durations_speeds_and_times() -> None:
                         (cliargs.utc_time, "noon"), (cliargs.assignment, "novalue")):
         with pytest.raises(argparse.ArgumentTypeError):
             parser(bad)
+
+
+def test_rules_check_lists_valid_rules_and_names_a_mistake(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vigil.cli import main
+
+    assert main(["rules", "check"]) == 0
+    assert "10 rules, valid" in capsys.readouterr().out
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("rules:\n  - name: x\n    topic: logs\n")
+    assert main(["rules", "check", "--file", str(bad)]) == 2
+    assert "rule 'x': missing 'type'" in capsys.readouterr().err

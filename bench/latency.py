@@ -1,0 +1,214 @@
+"""End-to-end latency: from an anomaly's triggering event to (a) its row in anomaly_events and
+(b) its arrival at the webhook, with the whole local stack running (Kafka, Postgres, Dagster
+webserver + daemon with the Kafka sensor, dashboard, API, a local webhook receiver).
+
+1. floor: on the idle stack, one large transaction at a time (a threshold anomaly in a run
+   of one event): what the sensor tick, the run launch and a minimal run cost;
+2. load: a steady --rate (default 20,000 events/s across topics, real time) for --duration
+   seconds with every scenario injected at known instants; each threshold scenario's
+   latency is measured from the timestamp of the event that made it fire (the anomaly's
+   first firing; the stream is real time, so that is when it was sent). The consumer lag
+   is sampled every second.
+
+Prints p50/p95/p99/max per path and the maximum lag; one run, side by side, on a fresh
+temporary state on free ports. Run: .venv/bin/python bench/latency.py [--rate 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg
+from psycopg.rows import dict_row
+
+from vigil.alerts_sink import AlertSink, received
+from vigil.cliargs import DEFAULT_MIX
+from vigil.generate import SCENARIOS, Label, StreamSpec, SyntheticStream
+from vigil.pipeline_state import landing_lag
+from vigil.platform import LocalPlatform
+from vigil.produce import EventSender, produce_stream
+from vigil.scenario_score import CAUGHT_BY, percentile, score
+from vigil.services.process import free_port
+from vigil.settings import PROJECT_ROOT, TOPICS, Settings
+
+
+def stack_env(state: Path) -> dict[str, str]:
+    ports = ("VIGIL_KAFKA_PORT", "VIGIL_KAFKA_CONTROLLER_PORT", "POSTGRES_PORT",
+             "VIGIL_S3_PORT", "VIGIL_DAGSTER_PORT", "VIGIL_DASHBOARD_PORT", "VIGIL_API_PORT")
+    return {"VIGIL_STATE_DIR": str(state),
+            "VIGIL_CACHE_DIR": str(PROJECT_ROOT / ".vigil" / "cache"),
+            **{name: str(free_port()) for name in ports}}
+
+
+def rows(settings: Settings, where: str = "true", params: tuple[Any, ...] = ()
+         ) -> list[dict[str, Any]]:
+    with psycopg.connect(settings.database_url) as conn, \
+            conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, rule, detector, alert_level, alert_title, entity, timestamp, "
+            f"created_at, notified_at FROM anomaly_events WHERE {where}", params).fetchall()
+
+
+def arrivals(store: Path) -> dict[str, datetime]:
+    """Alert title -> first arrival at the receiver."""
+    first: dict[str, datetime] = {}
+    for message in received(store):
+        at = datetime.fromisoformat(message["received_at"])
+        for embed in message["payload"].get("embeds", []):
+            first.setdefault(embed.get("title", ""), at)
+    return first
+
+
+def measure_floor(settings: Settings, store: Path, samples: int
+                  ) -> tuple[list[float], list[float]]:
+    to_row, to_hook = [], []
+    sender = EventSender(settings.kafka_bootstrap)
+    for i in range(samples):
+        user = f"floor-{uuid.uuid4().hex[:8]}"
+        sent = datetime.now(UTC)
+        event = {"event_id": str(uuid.uuid4()), "timestamp": sent.isoformat(),
+                 "transaction_id": f"t-{i}", "user_id": user, "amount": 50_000.0,
+                 "currency": "EUR", "merchant_id": "m-1", "country": "DE",
+                 "payment_method": "card", "status": "approved"}
+        sender.send("transactions", [json.dumps(event).encode()], [user.encode()])
+        sender.flush()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = rows(settings, "entity = %s", (user,))
+            if found:
+                to_row.append((found[0]["created_at"] - sent).total_seconds())
+                break
+            time.sleep(0.1)
+        while time.monotonic() < deadline:
+            hit = [at for title, at in arrivals(store).items() if user in title]
+            if hit:
+                to_hook.append((hit[0] - sent).total_seconds())
+                break
+            time.sleep(0.1)
+        time.sleep(2.0)
+    return to_row, to_hook
+
+
+class LagProbe(threading.Thread):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.samples: list[tuple[float, int]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while not self.done.is_set():
+            try:
+                lag = sum(r.lag for r in landing_lag(self.settings.kafka_bootstrap,
+                                                     self.settings.deployment, TOPICS))
+                self.samples.append((time.monotonic() - started, lag))
+            except Exception:  # a busy broker may miss a probe; the next one counts
+                pass
+            self.done.wait(1.0)
+
+
+def measure_load(settings: Settings, store: Path, rate: float, duration: int
+                 ) -> dict[str, Any]:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    spec = StreamSpec(seed=11, start=start, scenarios=tuple(SCENARIOS), horizon=float(duration),
+                      rates={t: rate * share for t, share in DEFAULT_MIX.items()})
+    labels: list[Label] = []
+    probe = LagProbe(settings)
+    probe.start()
+    sender = EventSender(settings.kafka_bootstrap)
+    began = time.monotonic()
+    report = produce_stream(sender, SyntheticStream(spec), list(TOPICS), duration, 1.0,
+                            labels.extend)
+    produce_s = time.monotonic() - began
+    produced = sum(report.delivered.values())
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if probe.samples and probe.samples[-1][1] == 0 and \
+                probe.samples[-1][0] > produce_s:
+            break
+        time.sleep(1.0)
+    caught_up_s = time.monotonic() - began - produce_s
+    time.sleep(8.0)  # the last run's detection and delivery
+    probe.done.set()
+    found = rows(settings)
+    hooks = arrivals(store)
+    scores = score(labels, found)
+    to_hook = []
+    for label in labels:
+        rule = CAUGHT_BY.get(label.scenario)
+        hits = [a for a in found if a["rule"] == rule and label.entity in a["entity"]
+                and label.start - timedelta(minutes=2) <= a["timestamp"]
+                <= label.end + timedelta(minutes=2)]
+        first = min(hits, key=lambda a: a["timestamp"]) if hits else None
+        if first is not None and first["alert_title"] in hooks:
+            to_hook.append((hooks[first["alert_title"]] - first["timestamp"]).total_seconds())
+    return {"produced": produced, "produce_s": produce_s, "caught_up_s": caught_up_s,
+            "scores": scores, "to_row": scores.latencies, "to_hook": sorted(to_hook),
+            "max_lag": max((lag for _t, lag in probe.samples), default=0),
+            "lag_at_end": next((lag for t, lag in reversed(probe.samples) if t <= produce_s),
+                               0)}
+
+
+def line(name: str, values: list[float]) -> str:
+    cells = [percentile(values, q) for q in (50, 95, 99)] + [max(values, default=None)]
+    shown = [f"{v:7.1f}" if v is not None else f"{'-':>7}" for v in cells]
+    return f"| {name:<46} | {len(values):>3} | " + " | ".join(shown) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=20_000.0,
+                        help="events/s across topics")
+    parser.add_argument("--duration", type=int, default=180, help="seconds of load")
+    parser.add_argument("--floor-samples", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vigil-latency-") as state_dir:
+        state = Path(state_dir)
+        env = stack_env(state)
+        settings = Settings.from_env({**os.environ, **env})
+        sink = AlertSink(state / "alerts.jsonl", report=lambda _line: None).start()
+        platform = LocalPlatform(settings, env={**env, "DISCORD_WEBHOOK_URL": sink.url})
+        try:
+            print("starting the stack on free ports ...", flush=True)
+            platform.start()
+            time.sleep(10)  # the sensor's first ticks on empty topics
+            print(f"floor: {args.floor_samples} single large transactions ...", flush=True)
+            floor_row, floor_hook = measure_floor(settings, sink.store, args.floor_samples)
+            print(f"load: {args.rate:,.0f} events/s for {args.duration} s ...", flush=True)
+            load = measure_load(settings, sink.store, args.rate, args.duration)
+        finally:
+            platform.stop()
+            sink.stop()
+    achieved = load["produced"] / load["produce_s"]
+    print(f"\nend-to-end latency (seconds), fresh local stack, {os.cpu_count()} cores")
+    print(f"| {'path':<46} | {'n':>3} | {'p50':>7} | {'p95':>7} | {'p99':>7} | {'max':>7} |")
+    print(f"|{'-' * 48}|{'-' * 5}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    print(line("floor: one event, idle stack -> row", floor_row))
+    print(line("floor: one event, idle stack -> webhook", floor_hook))
+    print(line(f"{args.rate:,.0f} ev/s: triggering event -> row", load["to_row"]))
+    print(line(f"{args.rate:,.0f} ev/s: triggering event -> webhook", load["to_hook"]))
+    print(f"\nproduced {load['produced']:,} events in {load['produce_s']:.0f} s "
+          f"({achieved:,.0f} events/s achieved); max consumer lag {load['max_lag']:,} events, "
+          f"{load['lag_at_end']:,} when producing ended, caught up "
+          f"{load['caught_up_s']:.0f} s later")
+    missed = load["scores"].missed()
+    measured = [s.scenario for s in load["scores"].scenarios if s.rule and s.detected]
+    print(f"threshold scenarios measured: {', '.join(measured) or 'none'}"
+          + (f"; not detected at this horizon: {', '.join(missed)}" if missed else ""))
+
+
+if __name__ == "__main__":
+    main()
