@@ -61,13 +61,15 @@ def rows(settings: Settings, where: str = "true", params: tuple[Any, ...] = ()
             f"created_at, notified_at FROM anomaly_events WHERE {where}", params).fetchall()
 
 
-def arrivals(store: Path) -> dict[str, datetime]:
-    """Alert title -> first arrival at the receiver."""
-    first: dict[str, datetime] = {}
+def arrivals(store: Path) -> dict[tuple[str, str], datetime]:
+    """(rule, entity) -> first arrival at the receiver of an embed about it (titles change
+    as an episode grows, so they are no key)."""
+    first: dict[tuple[str, str], datetime] = {}
     for message in received(store):
         at = datetime.fromisoformat(message["received_at"])
         for embed in message["payload"].get("embeds", []):
-            first.setdefault(embed.get("title", ""), at)
+            fields = {f["name"]: f["value"] for f in embed.get("fields", [])}
+            first.setdefault((fields.get("rule", ""), fields.get("entity", "")), at)
     return first
 
 
@@ -92,7 +94,7 @@ def measure_floor(settings: Settings, store: Path, samples: int
                 break
             time.sleep(0.1)
         while time.monotonic() < deadline:
-            hit = [at for title, at in arrivals(store).items() if user in title]
+            hit = [at for (_rule, entity), at in arrivals(store).items() if entity == user]
             if hit:
                 to_hook.append((hit[0] - sent).total_seconds())
                 break
@@ -153,8 +155,9 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int
                 and label.start - timedelta(minutes=2) <= a["timestamp"]
                 <= label.end + timedelta(minutes=2)]
         first = min(hits, key=lambda a: a["timestamp"]) if hits else None
-        if first is not None and first["alert_title"] in hooks:
-            to_hook.append((hooks[first["alert_title"]] - first["timestamp"]).total_seconds())
+        key = (first["rule"], first["entity"]) if first is not None else None
+        if first is not None and key in hooks:
+            to_hook.append((hooks[key] - first["timestamp"]).total_seconds())
     return {"produced": produced, "produce_s": produce_s, "caught_up_s": caught_up_s,
             "scores": scores, "to_row": scores.latencies, "to_hook": sorted(to_hook),
             "max_lag": max((lag for _t, lag in probe.samples), default=0),

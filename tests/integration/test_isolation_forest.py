@@ -105,8 +105,8 @@ def test_the_forest_finds_what_no_threshold_catches_and_nothing_else(
                                      pa.scalar(HOUR, tables[t].column("timestamp").type)))
                           .as_py()) for t in RATES}
     assert [(m[0], m[1], m[2], m[3]) for m in models] == [
-        ("metrics_isolation_forest", HOUR, "iforest-1", history["metrics"]),
-        ("transactions_isolation_forest", HOUR, "iforest-1", history["transactions"])]
+        ("metrics_isolation_forest", HOUR, "iforest-2", history["metrics"]),
+        ("transactions_isolation_forest", HOUR, "iforest-2", history["transactions"])]
     thresholds = {m[0]: m[4] for m in models}
 
     found = _rows(fresh_database, "isolation_forest")
@@ -121,7 +121,7 @@ def test_the_forest_finds_what_no_threshold_catches_and_nothing_else(
     for row in found:
         label = by_entity[row[5]]
         assert label.start - timedelta(minutes=15) <= row[6] <= label.end, row
-        assert row[3] == "iforest-1" and row[4] == "info"
+        assert row[3] == "iforest-2" and row[4] == "info"
         metrics = row[9]
         assert metrics["score"] >= thresholds[row[1]]
         assert metrics["score"] == pytest.approx(metrics["peak"], abs=1e-4)

@@ -65,7 +65,7 @@ def test_a_host_that_always_runs_hot_is_usual_a_jump_is_not() -> None:
     assert list(found["entity"]) == ["steady"]
     row = found.iloc[0]
     assert (row.detector, row.detector_version, row.level) == ("isolation_forest",
-                                                              "iforest-1", "info")
+                                                              "iforest-2", "info")
     assert row.points == int(jump.sum())
     assert row.peak >= model.threshold
     assert row.context["peak_feature"] == "cpu_percent"
@@ -83,12 +83,35 @@ def test_training_is_a_function_of_the_history_not_of_its_row_order() -> None:
     other = forest.train(METRICS, history.sample(frac=1.0, random_state=3), HOUR)
     assert isinstance(one, forest.ForestModel) and isinstance(other, forest.ForestModel)
     probe = np.random.default_rng(0).normal(0, 3, (200, len(METRICS_SPEC.features)))
-    np.testing.assert_array_equal(one.forest.score_samples(probe),
-                                  other.forest.score_samples(probe))
+    assert one.trees is not None and other.trees is not None
+    np.testing.assert_array_equal(one.trees.score(probe), other.trees.score(probe))
     assert one.threshold == other.threshold
     restored = forest.ForestModel.loads(one.dumps())
-    np.testing.assert_array_equal(restored.forest.score_samples(probe),
-                                  one.forest.score_samples(probe))
+    assert restored.trees is not None
+    np.testing.assert_array_equal(restored.trees.score(probe), one.trees.score(probe))
+
+
+def test_numpy_scoring_reproduces_scikit_learn_exactly() -> None:
+    from sklearn.ensemble import IsolationForest
+
+    rng = np.random.default_rng(5)
+    train = rng.normal(0, 1, (3000, 4))
+    fitted = IsolationForest(n_estimators=50, max_samples=256, random_state=0).fit(train)
+    probe = np.vstack([rng.normal(0, 1, (500, 4)), rng.normal(0, 8, (50, 4)),
+                       np.full((1, 4), 1e6), np.zeros((1, 4))])
+    np.testing.assert_allclose(forest.Trees.of(fitted).score(probe),
+                               -fitted.score_samples(probe), rtol=0, atol=1e-12)
+
+
+def test_scoring_does_not_import_scikit_learn() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from vigil.detect import forest, hours, engine; "
+            "assert 'sklearn' not in sys.modules, 'imported'; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 def test_too_little_history_names_the_rule_hour_and_numbers() -> None:
