@@ -66,9 +66,11 @@ class Trees:
         n = forest._max_samples
         expected = 0.0 if n <= 1 else 1.0 if n == 2 else \
             2.0 * (np.log(n - 1.0) + np.euler_gamma) - 2.0 * (n - 1.0) / n
-        return cls(*(np.concatenate(parts[k]) for k in
-                     ("feature", "threshold", "left", "right", "leaf")),
-                   np.array(roots), depth, float(len(roots) * expected))
+        joined = {k: np.concatenate(v) for k, v in parts.items()}
+        return cls(feature=joined["feature"], threshold=joined["threshold"],
+                   left=joined["left"], right=joined["right"], leaf_length=joined["leaf"],
+                   roots=np.array(roots), depth=depth,
+                   denominator=float(len(roots) * expected))
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Anomaly score per row, 0-1 (sklearn's -score_samples): walks every tree at once,
