@@ -7,9 +7,10 @@ webserver + daemon with the Kafka sensor, dashboard, API, a local webhook receiv
    latency is measured from the timestamp of the event that made it fire (the anomaly's
    first firing; the stream is real time, so that is when it was sent). The consumer lag
    is sampled every second;
-2. floor: then, on the idle (warm) stack, one large transaction at a time (a threshold
-   anomaly in a run of one event): what the sensor tick, the run launch and a minimal run
-   cost. (Measured warm: for its first minute the daemon ticks every ~10 s, not 5 s.)
+2. the sensor's own floor, from Dagster's storage: tick gaps and each ingest run's launch
+   (queued -> started), i.e. what a no-op run costs before any work;
+3. then, on the idle stack, one large transaction at a time: the whole path for one event
+   (its run still re-reads the look-back of what the load left in the lake).
 
 Prints p50/p95/p99/max per path and the maximum lag; one run, side by side, on a fresh
 temporary state on free ports. Run: .venv/bin/python bench/latency.py [--rate 20000]
@@ -104,6 +105,24 @@ def measure_floor(settings: Settings, store: Path, samples: int
     return to_row, to_hook
 
 
+def run_timings(settings: Settings) -> dict[str, list[float]]:
+    """From Dagster's own storage: the kafka sensor's tick gaps, and each ingest run's launch
+    (queued -> started: dequeue, process start, imports) and work (started -> ended)."""
+    with psycopg.connect(settings.database_url) as conn:
+        runs = conn.execute("SELECT create_timestamp, start_time, end_time FROM runs "
+                            "WHERE pipeline_name = 'ingest' AND start_time IS NOT NULL "
+                            "AND end_time IS NOT NULL").fetchall()
+        ticks = [row[0] for row in conn.execute(
+            "SELECT timestamp FROM job_ticks WHERE type = 'SENSOR' "
+            "AND tick_body LIKE '%kafka_sensor%' ORDER BY timestamp")]
+    launch = [start - created.replace(tzinfo=UTC).timestamp() for created, start, _e in runs]
+    work = [end - start for _c, start, end in runs]
+    stamps = [t.replace(tzinfo=UTC).timestamp() if isinstance(t, datetime) else float(t)
+              for t in ticks]
+    gaps = [b - a for a, b in zip(stamps[-200:], stamps[-199:], strict=False)]
+    return {"launch": sorted(launch), "work": sorted(work), "tick": sorted(gaps)}
+
+
 class LagProbe(threading.Thread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
@@ -191,6 +210,7 @@ def main() -> None:
             time.sleep(30)  # the daemon's first ticks are ~10 s apart; let it settle
             print(f"load: {args.rate:,.0f} events/s for {args.duration} s ...", flush=True)
             load = measure_load(settings, sink.store, args.rate, args.duration)
+            timings = run_timings(settings)
             print(f"floor: {args.floor_samples} single large transactions ...", flush=True)
             floor_row, floor_hook = measure_floor(settings, sink.store, args.floor_samples)
         finally:
@@ -200,6 +220,12 @@ def main() -> None:
     print(f"\nend-to-end latency (seconds), fresh local stack, {os.cpu_count()} cores")
     print(f"| {'path':<46} | {'n':>3} | {'p50':>7} | {'p95':>7} | {'p99':>7} | {'max':>7} |")
     print(f"|{'-' * 48}|{'-' * 5}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    tick = percentile(timings["tick"], 50) or 5.0
+    noop = [tick / 2 + x for x in timings["launch"]]  # mean wait for the tick + launch
+    print(line("sensor tick interval", timings["tick"]))
+    print(line("run launch: queued -> started (no work)", timings["launch"]))
+    print(line("sensor floor: half a tick + launch (no-op run)", noop))
+    print(line("run work under load: started -> ended", timings["work"]))
     print(line("floor: one event, idle stack -> row", floor_row))
     print(line("floor: one event, idle stack -> webhook", floor_hook))
     print(line(f"{args.rate:,.0f} ev/s: triggering event -> row", load["to_row"]))
