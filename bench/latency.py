@@ -117,8 +117,9 @@ def run_timings(settings: Settings) -> dict[str, list[float]]:
             "AND tick_body LIKE '%kafka_sensor%' ORDER BY timestamp")]
     launch = [start - created.replace(tzinfo=UTC).timestamp() for created, start, _e in runs]
     work = [end - start for _c, start, end in runs]
-    stamps = [t.replace(tzinfo=UTC).timestamp() if isinstance(t, datetime) else float(t)
-              for t in ticks]
+    # A tick is stored more than once as its status moves (started, then skipped/success).
+    stamps = sorted({round(t.replace(tzinfo=UTC).timestamp() if isinstance(t, datetime)
+                           else float(t), 1) for t in ticks})
     gaps = [b - a for a, b in zip(stamps[-200:], stamps[-199:], strict=False)]
     return {"launch": sorted(launch), "work": sorted(work), "tick": sorted(gaps)}
 
