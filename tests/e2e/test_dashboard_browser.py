@@ -5,19 +5,17 @@ artifacts/screenshots/ (git-ignored)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
@@ -25,8 +23,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.integration.seed import insert, seed_rows, settings_for
-from vigil.migrate import migrate
+from tests.integration.seed import seeded_database
 from vigil.services.process import free_port
 from vigil.settings import PROJECT_ROOT, Settings
 
@@ -40,19 +37,16 @@ PAGES = {"overview": ("", "Overview"), "timeline": ("timeline", "Timeline"),
 @pytest.fixture(scope="module")
 def dashboard(stack: Settings, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    name = f"test_browser_{uuid.uuid4().hex[:8]}"
-    admin = stack.database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    settings = settings_for(stack, stack.database_url.rsplit("/", 1)[0] + "/" + name)
-    migrate(settings.database_url, reader_password=settings.reader_password)
-    rows = seed_rows(datetime.now(UTC).replace(microsecond=0))
-    insert(settings.database_url, rows)
+    with seeded_database(stack, datetime.now(UTC).replace(microsecond=0)) as (settings, rows):
+        yield from _serve(settings, rows, tmp_path_factory)
+
+
+def _serve(settings: Settings, rows: list[dict[str, Any]],
+           tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     port = free_port()
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    import os
-
-    env = {**os.environ, "POSTGRES_DB": name}
+    env = {**os.environ, "POSTGRES_DB": settings.postgres_db}
     with log.open("wb") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboards" / "app.py"),
@@ -73,8 +67,6 @@ def dashboard(stack: Settings, tmp_path_factory: pytest.TempPathFactory
     finally:
         server.terminate()
         server.wait(timeout=20)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from vigil.migrate import migrate
 from vigil.settings import Settings
 
 RULES = {  # rule -> (topic, level, detector)
@@ -79,3 +84,23 @@ def insert(url: str, rows: list[dict[str, Any]]) -> None:
 def settings_for(stack: Settings, url: str) -> Settings:
     """The stack's settings pointed at one test database."""
     return replace(stack, database_url=url, postgres_db=url.rsplit("/", 1)[1])
+
+
+@contextmanager
+def seeded_database(stack: Settings, now: datetime
+                    ) -> Iterator[tuple[Settings, list[dict[str, Any]]]]:
+    """A new database on the stack's server, migrated (reader password set) and seeded;
+    dropped afterwards. Yields its settings and the seeded rows."""
+    name = f"test_seeded_{uuid.uuid4().hex[:8]}"
+    admin = stack.database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        settings = settings_for(stack, stack.database_url.rsplit("/", 1)[0] + "/" + name)
+        migrate(settings.database_url, reader_password=settings.reader_password)
+        rows = seed_rows(now)
+        insert(settings.database_url, rows)
+        yield settings, rows
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

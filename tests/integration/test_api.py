@@ -3,7 +3,6 @@ role: every endpoint, pagination, filters, hostile input, 404, 422, 503 and /doc
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,11 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from psycopg import sql
 
 from api.app import create_app
-from tests.integration.seed import insert, seed_rows, settings_for
-from vigil.migrate import migrate
+from tests.integration.seed import seeded_database, settings_for
 from vigil.settings import Settings
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -24,17 +21,8 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 @pytest.fixture(scope="module")
 def seeded(stack: Settings) -> Iterator[tuple[Settings, list[dict[str, Any]]]]:
-    name = f"test_api_{uuid.uuid4().hex[:8]}"
-    admin = stack.database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    settings = settings_for(stack, stack.database_url.rsplit("/", 1)[0] + "/" + name)
-    migrate(settings.database_url, reader_password=settings.reader_password)
-    rows = seed_rows(NOW)
-    insert(settings.database_url, rows)
-    yield settings, rows
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with seeded_database(stack, NOW) as seeded:
+        yield seeded
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ rows (read as vigil_reader) and a lake holding one anomaly's raw events."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,10 +15,9 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pytest
-from psycopg import sql
 from streamlit.testing.v1 import AppTest
 
-from tests.integration.seed import insert, seed_rows, settings_for
+from tests.integration.seed import seeded_database
 from vigil.lake import Lake, file_name, hour_dir, raw_schema
 from vigil.migrate import migrate
 from vigil.settings import PROJECT_ROOT, Settings
@@ -31,22 +29,13 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 @pytest.fixture(scope="module")
 def seeded(stack: Settings, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Settings, list[dict[str, Any]]]]:
-    name = f"test_dash_{uuid.uuid4().hex[:8]}"
-    admin = stack.database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    settings = settings_for(stack, stack.database_url.rsplit("/", 1)[0] + "/" + name)
-    migrate(settings.database_url, reader_password=settings.reader_password)
-    rows = seed_rows(NOW)
-    insert(settings.database_url, rows)
-    lake = tmp_path_factory.mktemp("dash-lake")
-    _land_evidence(Lake(lake.as_uri()), _metrics_anomaly(rows))
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("POSTGRES_DB", name)
+    with seeded_database(stack, NOW) as (settings, rows), \
+            pytest.MonkeyPatch.context() as env:
+        lake = tmp_path_factory.mktemp("dash-lake")
+        _land_evidence(Lake(lake.as_uri()), _metrics_anomaly(rows))
+        env.setenv("POSTGRES_DB", settings.postgres_db)
         env.setenv("VIGIL_LAKE_URL", lake.as_uri())
         yield settings, rows
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _metrics_anomaly(rows: list[dict[str, Any]]) -> dict[str, Any]:
