@@ -58,7 +58,14 @@ def ui_answers(port: int) -> bool:
 
 
 def _restore_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default, and on Linux a SIGINT when the
+    parent dies however it dies (SIGKILL included), so no part outlives `vigil run`."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT)
 
 
 @dataclass(frozen=True)

@@ -175,3 +175,35 @@ def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
                  and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert survivors == [], [psutil.Process(p).cmdline() for p in survivors]
     assert list((tmp_path / "state" / "run").glob("*.json")) == []
+
+
+def test_a_killed_vigil_run_takes_dagster_the_dashboard_and_the_api_with_it(
+        tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "state")
+    proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "run"], env=env,
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line or line.startswith("(Ctrl-C stops"):
+                break
+        records = {p.stem: json.loads(p.read_text())
+                   for p in (tmp_path / "state" / "run").glob("*.json")}
+        parts = [int(records[name]["pid"]) for name in ("dagster", "dashboard", "api")]
+        family = parts + [c.pid for pid in parts
+                          for c in psutil.Process(pid).children(recursive=True)]
+        proc.kill()  # SIGKILL: no handler runs; the parts must notice on their own
+        proc.wait(timeout=10)
+        _gone, alive = psutil.wait_procs([psutil.Process(p) for p in family
+                                         if psutil.pid_exists(p)], timeout=60)
+        assert [p.pid for p in alive
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == [], \
+            [p.cmdline() for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([sys.executable, "-m", "vigil.cli", "services", "down"], env=env,
+                       check=False, capture_output=True)
