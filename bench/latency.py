@@ -42,7 +42,7 @@ from vigil.generate import SCENARIOS, Label, StreamSpec, SyntheticStream
 from vigil.pipeline_state import landing_lag
 from vigil.platform import LocalPlatform
 from vigil.produce import EventSender, produce_stream
-from vigil.scenario_score import CAUGHT_BY, percentile, score
+from vigil.scenario_score import first_hit, percentile, score
 from vigil.services.process import free_port
 from vigil.settings import PROJECT_ROOT, TOPICS, Settings
 
@@ -168,11 +168,7 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int
     scores = score(labels, found)
     to_hook = []
     for label in labels:
-        rule = CAUGHT_BY.get(label.scenario)
-        hits = [a for a in found if a["rule"] == rule and label.entity in a["entity"]
-                and label.start - timedelta(minutes=2) <= a["timestamp"]
-                <= label.end + timedelta(minutes=2)]
-        first = min(hits, key=lambda a: a["timestamp"]) if hits else None
+        first = first_hit(label, found)
         key = (first["rule"], first["entity"]) if first is not None else None
         if first is not None and key in hooks:
             to_hook.append((hooks[key] - first["timestamp"]).total_seconds())

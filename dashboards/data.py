@@ -3,8 +3,7 @@ message naming the service and what to do — never a traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -31,12 +30,6 @@ def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-@contextmanager
-def _reader(url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(url, connect_timeout=3) as conn:
-        yield conn
-
-
 def read(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one vigil.queries function as the read-only role; stop the page with a clear
     message when Postgres cannot answer."""
@@ -60,7 +53,7 @@ def read(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def _cached(url: str, name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]
             ) -> Any:
-    with _reader(url) as conn:
+    with psycopg.connect(url, connect_timeout=3) as conn:
         return getattr(queries, name)(conn, *args, **dict(kwargs))
 
 

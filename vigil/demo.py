@@ -161,11 +161,13 @@ def _wait_caught_up(settings: Settings, run: DemoRun, stopping: Any) -> bool:
     deadline = time.monotonic() + CATCH_UP_TIMEOUT
     print("waiting for the lake to catch up ...", flush=True)
     while time.monotonic() < deadline and not stopping():
-        run.landed = {t: lake.read_all("raw", t).num_rows for t in TOPICS}
-        run.quarantined = {t: lake.read_all("quarantine", t).num_rows for t in TOPICS}
-        if all(run.landed[t] + run.quarantined[t] >= run.produced.get(t, 0) for t in TOPICS):
-            lag = landing_lag(settings.kafka_bootstrap, settings.deployment, TOPICS)
-            if sum(row.lag for row in lag) == 0:
+        # The lag comes from Kafka in milliseconds; the lake is counted only once it is 0.
+        lag = landing_lag(settings.kafka_bootstrap, settings.deployment, TOPICS)
+        if sum(row.lag for row in lag) == 0:
+            run.landed = {t: lake.read_all("raw", t).num_rows for t in TOPICS}
+            run.quarantined = {t: lake.read_all("quarantine", t).num_rows for t in TOPICS}
+            if all(run.landed[t] + run.quarantined[t] >= run.produced.get(t, 0)
+                   for t in TOPICS):
                 return True
         time.sleep(1.0)
     return False

@@ -56,6 +56,13 @@ def _on(label: Label, anomaly: dict[str, Any]) -> bool:
             and label.start - SLACK <= anomaly["timestamp"] <= label.end + SLACK)
 
 
+def first_hit(label: Label, anomalies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The earliest anomaly of the label's rule on its entity during it, if any."""
+    rule = CAUGHT_BY.get(label.scenario)
+    hits = [a for a in anomalies if a["rule"] == rule and _on(label, a)] if rule else []
+    return min(hits, key=lambda a: a["timestamp"]) if hits else None
+
+
 def score(labels: list[Label], anomalies: list[dict[str, Any]],
           sent_at: Callable[[datetime], datetime] = lambda moment: moment) -> ScenarioScore:
     """`anomalies`: anomaly_events rows with rule, detector, entity, timestamp, created_at.
@@ -68,10 +75,9 @@ def score(labels: list[Label], anomalies: list[dict[str, Any]],
         latencies = []
         detected = 0
         for label in instances:
-            hits = [a for a in anomalies if a["rule"] == rule and _on(label, a)] if rule else []
-            if hits:
+            first = first_hit(label, anomalies)
+            if first is not None:
                 detected += 1
-                first = min(hits, key=lambda a: a["timestamp"])
                 latencies.append(_seconds(first["created_at"] - sent_at(first["timestamp"])))
         results.append(ScenarioResult(scenario, rule, len(instances), detected, latencies))
     rule_rows = [a for a in anomalies if a["detector"] == "rules"]

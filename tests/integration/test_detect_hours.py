@@ -17,14 +17,10 @@ from vigil.kafka import high_watermarks
 from vigil.lake import Lake, floor_hour
 from vigil.migrate import migrate
 from vigil.produce import EventSender, produce_stream
+from vigil.scenario_score import CAUGHT_BY
 from vigil.settings import TOPICS, Settings
 
-THRESHOLD_SCENARIOS = {  # scenario -> the rule that must catch it
-    "error_burst": "error_spike", "failed_login_storm": "failed_message",
-    "user_log_spike": "user_log_spike", "cpu_sustained": "cpu_sustained",
-    "latency_spike": "latency_high", "cpu_latency": "cpu_and_latency",
-    "large_amount": "large_amount", "rapid_fire": "rapid_transactions",
-}
+THRESHOLD_SCENARIOS = CAUGHT_BY  # scenario -> the rule that must catch it
 
 
 @pytest.fixture(scope="module")
