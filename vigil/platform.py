@@ -9,6 +9,7 @@ Services that were already running are left as they were.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -28,12 +29,14 @@ from vigil.services.process import ProcessRegistry, ServiceError, record_for, wa
 from vigil.settings import PROJECT_ROOT, Settings
 
 DAGSTER_YAML = PROJECT_ROOT / "infra" / "dagster.yaml"
+LOCAL_RUNS_YAML = PROJECT_ROOT / "infra" / "dagster.local.yaml"  # the warm run launcher
 
 
 def dagster_home(settings: Settings) -> Path:
     home = settings.state_dir / "dagster"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
+    local = LOCAL_RUNS_YAML.read_text().replace("{project_root}", str(PROJECT_ROOT))
+    (home / "dagster.yaml").write_text(DAGSTER_YAML.read_text() + "\n" + local)
     return home
 
 
@@ -49,8 +52,8 @@ def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return False  # not up yet, or something else answers on the port
 
 
 def ui_answers(port: int) -> bool:

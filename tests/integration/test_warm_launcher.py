@@ -1,0 +1,171 @@
+"""The warm run launcher with a real Dagster instance and real worker processes: runs execute
+in the spare that was ready before they were launched, code changed after the spare imported
+it still runs as changed, termination cancels, and a killed worker is reported failed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.launcher import WorkerStatus
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+from orchestration.warm_launcher import PID_TAG, WarmProcessRunLauncher
+
+JOB_SOURCE = '''
+import time
+import dagster as dg
+
+VERSION = {version}
+
+
+@dg.op(config_schema={{"sleep": float}})
+def work(context) -> int:
+    context.log.info(f"job code version {{VERSION}}")
+    time.sleep(context.op_config["sleep"])
+    return VERSION
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def warm_job():
+    work()
+
+
+defs = dg.Definitions(jobs=[warm_job])
+'''
+
+MODULE = "vigil_warm_launcher_test_job"
+
+
+@pytest.fixture
+def code_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / f"{MODULE}.py").write_text(JOB_SOURCE.format(version=1))
+    monkeypatch.syspath_prepend(str(code))
+    return code
+
+
+@pytest.fixture
+def instance(tmp_path: Path, code_dir: Path) -> Iterator[dg.DagsterInstance]:
+    launcher = {"module": "orchestration.warm_launcher", "class": "WarmProcessRunLauncher",
+                "config": {"preload": [MODULE], "working_directory": str(code_dir)}}
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home"),
+                              overrides={"run_launcher": launcher}) as inst:
+        yield inst
+
+
+def launch(instance: dg.DagsterInstance, code_dir: Path, sleep: float = 0.0) -> DagsterRun:
+    recon = ReconstructableRepository.for_module(
+        MODULE, "defs", working_directory=str(code_dir)).get_reconstructable_job("warm_job")
+    run = instance.create_run_for_job(
+        recon.get_definition(), run_config={"ops": {"work": {"config": {"sleep": sleep}}}},
+        job_code_origin=recon.get_python_origin())
+    return instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+
+
+def wait_finished(instance: dg.DagsterInstance, run_id: str, timeout: float = 60.0
+                  ) -> DagsterRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
+        if run.is_finished:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish in {timeout} s")
+
+
+def wait_status(instance: dg.DagsterInstance, run_id: str, status: DagsterRunStatus) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status == status:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} never reached {status}")
+
+
+def logged(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [e.user_message for e in instance.all_logs(run_id)]
+
+
+def launcher_of(instance: dg.DagsterInstance) -> WarmProcessRunLauncher:
+    launcher = instance.run_launcher
+    assert isinstance(launcher, WarmProcessRunLauncher)
+    return launcher
+
+
+def test_runs_execute_in_the_spare_started_before_them(instance: dg.DagsterInstance,
+                                                       code_dir: Path) -> None:
+    first = launch(instance, code_dir)
+    spare = launcher_of(instance)._spare
+    assert spare is not None and spare.poll() is None  # the next run's process, already up
+    assert wait_finished(instance, first.run_id).status == DagsterRunStatus.SUCCESS
+
+    second = launch(instance, code_dir)
+    second_run = wait_finished(instance, second.run_id)
+    assert second_run.status == DagsterRunStatus.SUCCESS
+    assert second_run.tags[PID_TAG] == str(spare.pid)
+    assert "job code version 1" in logged(instance, second.run_id)
+    # Each run has its own process: the first run's worker is not the second's.
+    assert first.run_id != second.run_id
+    assert instance.get_run_by_id(first.run_id).tags[PID_TAG] != str(spare.pid)  # type: ignore[union-attr]
+
+
+def test_code_changed_after_the_spare_imported_it_runs_as_changed(
+        instance: dg.DagsterInstance, code_dir: Path) -> None:
+    wait_finished(instance, launch(instance, code_dir).run_id)
+    spare = launcher_of(instance)._spare
+    assert spare is not None
+    time.sleep(1.5)  # the spare has imported version 1 by now
+    source = code_dir / f"{MODULE}.py"
+    source.write_text(JOB_SOURCE.format(version=2))
+    later = os.stat(source).st_mtime + 2
+    os.utime(source, (later, later))
+    run = wait_finished(instance, launch(instance, code_dir).run_id)
+    assert run.status == DagsterRunStatus.SUCCESS
+    assert run.tags[PID_TAG] == str(spare.pid)
+    messages = logged(instance, run.run_id)
+    assert "job code version 2" in messages and "job code version 1" not in messages
+
+
+def test_terminate_cancels_the_run(instance: dg.DagsterInstance, code_dir: Path) -> None:
+    run = launch(instance, code_dir, sleep=60)
+    wait_status(instance, run.run_id, DagsterRunStatus.STARTED)
+    assert launcher_of(instance).terminate(run.run_id)
+    assert wait_finished(instance, run.run_id, timeout=30).status == DagsterRunStatus.CANCELED
+    assert not launcher_of(instance).terminate(run.run_id)  # finished: nothing to stop
+
+
+def test_a_killed_worker_is_reported_failed(instance: dg.DagsterInstance,
+                                            code_dir: Path) -> None:
+    launcher = launcher_of(instance)
+    run = launch(instance, code_dir, sleep=60)
+    wait_status(instance, run.run_id, DagsterRunStatus.STARTED)
+    started = instance.get_run_by_id(run.run_id)
+    assert started is not None
+    assert launcher.check_run_worker_health(started).status == WorkerStatus.RUNNING
+    pid = int(started.tags[PID_TAG])
+    os.kill(pid, signal.SIGKILL)
+    launcher._running[run.run_id].wait(timeout=10)  # reaped: no zombie left to look alive
+    health = launcher.check_run_worker_health(started)
+    assert health.status == WorkerStatus.FAILED
+    assert str(pid) in (health.msg or "")
+
+
+def test_the_spare_exits_when_the_launcher_is_disposed(instance: dg.DagsterInstance,
+                                                       code_dir: Path) -> None:
+    wait_finished(instance, launch(instance, code_dir).run_id)
+    launcher = launcher_of(instance)
+    spare = launcher._spare
+    assert spare is not None
+    launcher.dispose()
+    assert spare.wait(timeout=30) == 0
