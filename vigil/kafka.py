@@ -168,6 +168,7 @@ class RangeReader:
             # A fetch long-poll would hold the next partition back after a re-assign.
             "fetch.wait.max.ms": 20,
             **extra})
+        self._known_topics: set[str] = set()
 
     def close(self) -> None:
         self.consumer.close()
@@ -187,6 +188,11 @@ class RangeReader:
         if end <= start:
             return
         consumer = self.consumer
+        if topic not in self._known_topics:
+            # Assigning a partition of a topic the client has no metadata for stalls the
+            # first fetch ~1 s (measured); asking for the topic's metadata first does not.
+            consumer.list_topics(topic, timeout=self.idle_timeout)
+            self._known_topics.add(topic)
         consumer.assign([TopicPartition(topic, partition, start)])
         try:
             last_progress = time.monotonic()
