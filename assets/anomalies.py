@@ -9,6 +9,7 @@ import psycopg
 
 from assets.raw import HOURLY, raw_asset_key
 from vigil.alerts import deliver_configured
+from vigil.detect.engine import detector_versions
 from vigil.detect.hours import detect_hour
 from vigil.detect.rules import DEFAULT_RULES, load_rules
 from vigil.lake import Lake
@@ -24,7 +25,8 @@ def anomaly_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     settings = Settings.from_env()
     hour = context.partition_time_window.start
     with psycopg.connect(settings.database_url) as conn:
-        result = detect_hour(Lake.open(settings), load_rules(), conn, hour)
+        rules = load_rules()
+        result = detect_hour(Lake.open(settings), rules, conn, hour)
         delivery = deliver_configured(conn, settings.discord_webhook_url)
     context.log.info(f"{hour:%Y-%m-%d %H}:00 — {result.events:,} events, "
                      f"{result.anomalies} anomalies ({result.written} written, "
@@ -37,6 +39,7 @@ def anomaly_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "alerts_sent": delivery.delivered_rows, "alerts_pending": delivery.pending_rows,
         "alerts": delivery.disabled or "enabled",
         "rules_file": str(DEFAULT_RULES),
+        "detector_versions": dg.MetadataValue.json(detector_versions(rules)),
         **({"not_scored": dg.MetadataValue.json(list(result.notes))} if result.notes else {})})
 
 

@@ -8,6 +8,7 @@ import psycopg
 
 from assets.raw import HOURLY, raw_asset_key
 from vigil.alerts import deliver_configured
+from vigil.detect.engine import detector_versions
 from vigil.detect.hours import detect_recent
 from vigil.detect.rules import DEFAULT_RULES, RuleError, load_rules
 from vigil.ingest import LandingReport, OffsetRange, land_offset_ranges
@@ -104,7 +105,9 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
             context.log_event(dg.AssetMaterialization(
                 asset_key=ANOMALY_EVENTS, partition=key,
                 metadata={"recomputed_from": min(s for s, _ in result.windows.values())
-                          .isoformat(), "by_rule": dg.MetadataValue.json(result.by_rule)}))
+                          .isoformat(), "by_rule": dg.MetadataValue.json(result.by_rule),
+                          "detector_versions": dg.MetadataValue.json(
+                              detector_versions(rules))}))
     return {"anomalies": result.anomalies, "anomalies_written": result.written,
             "anomalies_removed": result.removed, "alerts_sent": delivery.delivered_rows,
             "alerts": delivery.disabled or "enabled"}

@@ -210,14 +210,37 @@ def _rules_check(settings: Settings, args: argparse.Namespace) -> int:
 
     args.file = args.file or DEFAULT_RULES
     try:
-        rules = load_rules(args.file)
+        rules = load_rules(args.file, include_disabled=True)
     except RuleError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return 2
     for rule in rules:
-        print(f"{rule.name:<32} {rule.topic:<13} {rule.type:<17} {rule.level:<9} "
-              f"by {', '.join(rule.group_by)}")
+        print(f"{rule.name:<32} {rule.topic:<13} {rule.type:<18} {rule.level:<9} "
+              f"by {', '.join(rule.group_by)}{'' if rule.enabled else '  (disabled)'}")
     print(f"{args.file}: {len(rules)} rules, valid")
+    return 0
+
+
+def _evaluate_nab(settings: Settings, args: argparse.Namespace) -> int:
+    from vigil.detect.rules import DEFAULT_RULES, RuleError, load_rules
+    from vigil.evaluation import nab, nab_corpus, nab_score
+
+    args.data = args.data or nab_corpus.default_dir()
+    try:
+        rules = [r for r in load_rules(args.rules or DEFAULT_RULES, include_disabled=True)
+                 if r.likelihood is not None and (args.rule is None or r.name == args.rule)]
+        corpus = nab_corpus.load(args.data)
+    except (RuleError, nab_corpus.CorpusError) as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 2
+    if not rules:
+        print(f"vigil: no anomaly_likelihood rule{f' named {args.rule!r}' if args.rule else ''}"
+              f" in {args.rules or DEFAULT_RULES}", file=sys.stderr)
+        return 2
+    profiles = nab_score.load_profiles(args.data / "config" / "profiles.json")
+    for rule in rules:
+        results, files = nab.evaluate(rule, corpus, profiles)
+        print(nab.report(rule, args.data, results, files), flush=True)
     return 0
 
 
@@ -322,6 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--file", type=Path, default=None,
                        help="a rules file (default: vigil/detect/rules.yaml)")
     check.set_defaults(handler=_rules_check)
+
+    evaluate = commands.add_parser("evaluate", help="measure detection quality")
+    evaluate_cmds = evaluate.add_subparsers(dest="action", required=True)
+    nab = evaluate_cmds.add_parser(
+        "nab", help="score the metric detectors on the NAB corpus as NAB does")
+    nab.add_argument("--data", type=Path, default=None,
+                     help="NAB folder with data/, labels/, config/ (default: $VIGIL_NAB_DIR "
+                          "or ../shared/datasets/nab)")
+    nab.add_argument("--rules", type=Path, default=None, help="a rules file")
+    nab.add_argument("--rule", default=None, help="only this anomaly_likelihood rule")
+    nab.set_defaults(handler=_evaluate_nab)
 
     demo = commands.add_parser(
         "demo", help="start everything, produce traffic with every scenario, print a summary")

@@ -38,7 +38,7 @@ def test_rules_check_lists_valid_rules_and_names_a_mistake(
     from vigil.cli import main
 
     assert main(["rules", "check"]) == 0
-    assert "10 rules, valid" in capsys.readouterr().out
+    assert "11 rules, valid" in capsys.readouterr().out
     bad = tmp_path / "rules.yaml"
     bad.write_text("rules:\n  - name: x\n    topic: logs\n")
     assert main(["rules", "check", "--file", str(bad)]) == 2

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from vigil.detect import forest
+from vigil.detect import forest, likelihood
 from vigil.detect.frames import TopicFrame, by_entity, entity_codes, keyed
 from vigil.detect.rules import Rule
 
@@ -66,6 +66,8 @@ def firings(rule: Rule, events: pd.DataFrame | TopicFrame,
         rows = np.flatnonzero(keep)
         return _fired(rule, frame, carried, rows, prepared.times[rows],
                       _values(rule, frame.iloc[rows]))
+    if rule.likelihood is not None:
+        return _likelihood_firings(rule, prepared, carried)
     rows = prepared.by_time
     if rule.where is not None:
         rows = rows[rule.where.mask(frame)[rows]]
@@ -91,6 +93,38 @@ def firings(rule: Rule, events: pd.DataFrame | TopicFrame,
         holds = rule.condition.mask(frame)[rows]
         fire, value = _sustained(holds, codes, times, rule)
     return _fired(rule, frame, carried, rows[fire], times[fire], value[fire])
+
+
+def surprise_by_entity(rule: Rule, prepared: TopicFrame
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An anomaly_likelihood rule's surprise at every event: (rows by entity then time, their
+    entity codes, surprise). Each entity's series is scored on its own, from its past."""
+    spec = rule.likelihood
+    assert spec is not None
+    rows = prepared.by_time
+    codes = prepared.codes(rule.group_by)[rows]
+    order = by_entity(codes)
+    rows, codes = rows[order], codes[order]
+    values = pd.to_numeric(prepared.frame[spec.column], errors="coerce").to_numpy(
+        dtype=float)[rows]
+    scores = np.zeros(len(rows))
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(rows)], strict=True):
+        scores[start:end] = likelihood.surprise(values[start:end], spec)
+    return rows, codes, scores
+
+
+def _likelihood_firings(rule: Rule, prepared: TopicFrame, carried: list[str]) -> pd.DataFrame:
+    spec = rule.likelihood
+    assert spec is not None
+    rows, codes, scores = surprise_by_entity(rule, prepared)
+    fire = np.zeros(len(rows), dtype=bool)
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(rows)], strict=True):
+        fire[start:end] = likelihood.alerts(scores[start:end], rule.threshold,
+                                            spec.quiet_points)
+    return _fired(rule, prepared.frame, carried, rows[fire], prepared.times[rows[fire]],
+                  scores[fire])
 
 
 def _fired(rule: Rule, frame: pd.DataFrame, carried: list[str], rows: np.ndarray,
@@ -164,7 +198,7 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
         records.append({
             "id": anomaly_id(rule.name, group_key, window_start),
             "rule": rule.name, "detector": rule.detector,
-            "detector_version": forest.VERSION if rule.forest else DETECTOR_VERSION,
+            "detector_version": detector_version(rule),
             "topic": rule.topic, "level": rule.level,
             "entity": " / ".join("-" if v is None else str(v) for v in group_key.values()),
             "group_key": group_key, "window_start": window_start,
@@ -212,6 +246,18 @@ def detect_windows(rules: list[Rule], frames: dict[str, pd.DataFrame],
                                                             ignore_index=True)
 
 
+def detector_version(rule: Rule) -> str:
+    if rule.likelihood is not None:
+        return likelihood.VERSION
+    return forest.VERSION if rule.forest is not None else DETECTOR_VERSION
+
+
+def detector_versions(rules: list[Rule]) -> dict[str, str]:
+    """Each rule's detector and version, e.g. {"cpu_likelihood": "anomaly_likelihood
+    likelihood-1"}: shown with every detection in Dagster, stored on every row."""
+    return {r.name: f"{r.detector} {detector_version(r)}" for r in rules}
+
+
 def floor_to(moment: datetime, step: timedelta) -> datetime:
     """The start of the epoch-aligned `step` (a re-alert bucket) holding `moment`."""
     return moment - (moment - _EPOCH) % step
@@ -219,6 +265,13 @@ def floor_to(moment: datetime, step: timedelta) -> datetime:
 
 def lookback_seconds(rules: list[Rule]) -> float:
     return max((r.lookback for r in rules), default=0.0)
+
+
+def lookback_by_topic(rules: list[Rule]) -> dict[str, float]:
+    """How far back each topic must be read: a long look-back on metrics (a detector's
+    history) does not make every logs read longer."""
+    return {topic: lookback_seconds([r for r in rules if r.topic == topic])
+            for topic in sorted({r.topic for r in rules})}
 
 
 def anomaly_id(rule: str, group_key: dict[str, Any], window_start: datetime) -> str:

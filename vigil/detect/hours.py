@@ -16,7 +16,7 @@ from vigil.detect.engine import (
     detect,
     detect_windows,
     floor_to,
-    lookback_seconds,
+    lookback_by_topic,
     to_frame,
 )
 from vigil.detect.rules import Rule
@@ -92,8 +92,9 @@ def detect_hour(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                 hour: datetime) -> HourResult:
     hour = floor_hour(hour)
     end = hour + timedelta(hours=1)
-    start = hour - timedelta(seconds=lookback_seconds(rules))
-    frames = _read_frames(lake, rules, {r.topic: (start, end) for r in rules})
+    frames = _read_frames(lake, rules, {
+        topic: (hour - timedelta(seconds=back), end)
+        for topic, back in lookback_by_topic(rules).items()})
     stamp = pd.Timestamp(hour)
     events = sum(int((frame["timestamp"] >= stamp).sum()) for frame in frames.values())
     models, notes = forest_models(lake, rules, conn, {r.name: [hour] for r in rules},

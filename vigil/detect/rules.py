@@ -12,11 +12,13 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
+from vigil.detect.likelihood import LikelihoodSpec
 from vigil.events import EVENT_TYPES
 
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 LEVELS = ("info", "warning", "critical")
-TYPES = ("threshold", "window_count", "sustained", "baseline_ratio", "isolation_forest")
+TYPES = ("threshold", "window_count", "sustained", "baseline_ratio", "isolation_forest",
+         "anomaly_likelihood")
 BASELINES = ("entity", "global")
 _OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
         "==": np.equal, "!=": np.not_equal}
@@ -132,9 +134,13 @@ class Rule:
     min_count: float = 0.0
     value_column: str | None = None
     forest: ForestSpec | None = None  # isolation_forest
+    likelihood: LikelihoodSpec | None = None  # anomaly_likelihood
+    enabled: bool = True  # a disabled rule is validated and evaluated, never run
 
     @property
     def detector(self) -> str:
+        if self.likelihood is not None:
+            return "anomaly_likelihood"
         return "isolation_forest" if self.forest is not None else "rules"
 
     @property
@@ -142,6 +148,8 @@ class Rule:
         """How far before a detected hour the rule must read to decide its first event."""
         if self.forest is not None:  # its features' windows; training reads separately
             return max(self.forest.feature_window(f) for f in self.forest.features)
+        if self.likelihood is not None:
+            return self.likelihood.lookback
         # A sustained run's reported length is capped at `longest`, so reading `longest +
         # max_gap` back is enough for any read span to give the same value.
         return max(self.window + self.baseline, max(self.duration, self.longest) + self.max_gap)
@@ -155,6 +163,8 @@ class Rule:
             used.add(self.value_column)
         if self.forest is not None:
             used |= self.forest.source_columns()
+        if self.likelihood is not None:
+            used.add(self.likelihood.column)
         return used
 
 
@@ -165,7 +175,9 @@ def seconds(text: Any, rule: str, field: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def load_rules(path: Path = DEFAULT_RULES) -> list[Rule]:
+def load_rules(path: Path = DEFAULT_RULES, include_disabled: bool = False) -> list[Rule]:
+    """The rules the pipeline runs; with `include_disabled`, also those switched off
+    (`enabled: false`), which `vigil rules check` and `vigil evaluate` still look at."""
     try:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -177,7 +189,7 @@ def load_rules(path: Path = DEFAULT_RULES) -> list[Rule]:
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise RuleError(f"{path}: rule names must be unique; repeated: {', '.join(duplicated)}")
-    return rules
+    return [r for r in rules if include_disabled or r.enabled]
 
 
 def parse_rule(entry: Any) -> Rule:
@@ -207,9 +219,12 @@ def parse_rule(entry: Any) -> Rule:
         # Buckets then never straddle an hour: detecting hour H recomputes its anomalies whole.
         raise RuleError(f"rule {name!r}: realert={entry.get('realert')!r} must divide an hour "
                         "(e.g. 1m, 5m, 10m, 15m, 30m, 1h)")
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise RuleError(f"rule {name!r}: enabled={enabled!r} must be true or false")
     rule_args: dict[str, Any] = {
         "name": name, "topic": topic, "type": kind, "level": level, "group_by": group_by,
-        "realert": realert,
+        "realert": realert, "enabled": enabled,
         "title": str(need("title")),
     }
     if kind in ("threshold", "sustained"):
@@ -231,6 +246,10 @@ def parse_rule(entry: Any) -> Rule:
         rule_args["min_count"] = _number(entry.get("min_count", 1), name, "min_count")
     if kind == "isolation_forest":
         rule_args["forest"] = _forest(entry, name, topic)
+    if kind == "anomaly_likelihood":
+        rule_args["likelihood"] = _likelihood(entry, name, topic)
+        rule_args["threshold"] = _number(entry.get("threshold", 1.5), name, "threshold")
+        rule_args["value_column"] = None  # the value is the surprise, not the measurement
     value_column = entry.get("value_column")
     if value_column is None and rule_args.get("condition") is not None:
         numeric = [c for c in rule_args["condition"].columns() if c in _numeric_fields(topic)]
@@ -272,6 +291,31 @@ def _forest(entry: dict[str, Any], rule: str, topic: str) -> ForestSpec:
         min_score=_number(entry.get("min_score", 0.5), rule, "min_score"),
         min_deviation=_number(entry.get("min_deviation", 6), rule, "min_deviation"),
         baseline=baseline)
+
+
+def _likelihood(entry: dict[str, Any], rule: str, topic: str) -> LikelihoodSpec:
+    column = entry.get("column")
+    numeric = _numeric_fields(topic)
+    if column not in numeric:
+        raise RuleError(f"rule {rule!r}: column {column!r} is not a numeric {topic} field "
+                        f"({', '.join(sorted(numeric))})")
+    points = {}
+    for field in ("baseline_points", "average_points", "history_points", "warmup_points",
+                  "quiet_points"):
+        if field in entry:
+            value = _number(entry[field], rule, field)
+            if value < 1 or value != int(value):
+                raise RuleError(f"rule {rule!r}: {field}={entry[field]!r} must be a whole "
+                                "number of points >= 1")
+            points[field] = int(value)
+    spec = LikelihoodSpec(column=str(column), **points,
+                          cap=_number(entry.get("cap", 20), rule, "cap"),
+                          min_spread=_number(entry.get("min_spread", 0.05), rule, "min_spread"),
+                          lookback=seconds(entry.get("lookback", "12h"), rule, "lookback"))
+    if spec.warmup_points > min(spec.baseline_points, spec.history_points):
+        raise RuleError(f"rule {rule!r}: warmup_points={spec.warmup_points} must not exceed "
+                        "baseline_points or history_points")
+    return spec
 
 
 def _numeric_fields(topic: str) -> set[str]:

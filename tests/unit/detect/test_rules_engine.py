@@ -11,7 +11,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from vigil.detect.engine import ANOMALY_COLUMNS, detect, lookback_seconds, to_frame
+from vigil.detect.engine import (
+    ANOMALY_COLUMNS,
+    detect,
+    lookback_by_topic,
+    lookback_seconds,
+    to_frame,
+)
 from vigil.detect.rules import Rule, RuleError, load_rules
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -234,7 +240,11 @@ def test_shipped_rules_load_and_reach_back_far_enough() -> None:
     assert {r.name for r in rules} >= {"error_spike", "failed_message", "user_log_spike",
                                        "cpu_sustained", "latency_high", "cpu_and_latency",
                                        "large_amount", "rapid_transactions"}
-    assert lookback_seconds(rules) == 3900.0  # user_log_spike: 5 min window + 1 h baseline
+    reach = lookback_by_topic(rules)
+    assert reach["logs"] == 3900.0  # user_log_spike: 5 min window + 1 h baseline
+    assert reach["metrics"] == 1920.0  # cpu_sustained: runs up to 30 min + a 2 min gap
+    assert reach["transactions"] == 300.0  # rapid_transactions' 5 min window
+    assert lookback_seconds(rules) == max(reach.values())
 
 
 def test_entity_codes_agree_across_arrow_chunks_and_nulls() -> None:
