@@ -244,6 +244,26 @@ def _evaluate_nab(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_scenarios(settings: Settings, args: argparse.Namespace) -> int:
+    from vigil.cliargs import DEFAULT_MIX
+    from vigil.detect.rules import DEFAULT_RULES, RuleError, load_rules
+    from vigil.evaluation import scenarios
+
+    try:
+        rules = load_rules(args.rules or DEFAULT_RULES, include_disabled=args.include_disabled)
+    except RuleError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 2
+    rates = {topic: args.rate * share for topic, share in DEFAULT_MIX.items()}
+    runs = []
+    for seed in args.seeds:
+        print(f"seed {seed}: generating 3 h and detecting ...", file=sys.stderr, flush=True)
+        runs.append(scenarios.run_seed(rules, seed, rates))
+    lines = scenarios.summarise(runs, rules)
+    print(scenarios.report(lines, args.seeds, args.rate))
+    return 1 if any(line.expected and line.recall < 1 for line in lines) else 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from vigil.demo import run_demo
 
@@ -356,6 +376,18 @@ def build_parser() -> argparse.ArgumentParser:
     nab.add_argument("--rules", type=Path, default=None, help="a rules file")
     nab.add_argument("--rule", default=None, help="only this anomaly_likelihood rule")
     nab.set_defaults(handler=_evaluate_nab)
+    scen = evaluate_cmds.add_parser(
+        "scenarios", help="every scenario, several seeds, through the detection engine: "
+                          "precision, recall, F1, delay per scenario and rule (exit 1 if a "
+                          "threshold scenario is missed)")
+    scen.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
+                      default=[1, 2, 3], help="comma-separated seeds (default 1,2,3)")
+    scen.add_argument("--rate", type=float, default=100.0,
+                      help="events/s of event time across topics (default 100)")
+    scen.add_argument("--rules", type=Path, default=None, help="a rules file")
+    scen.add_argument("--include-disabled", action="store_true",
+                      help="also judge rules switched off with enabled: false")
+    scen.set_defaults(handler=_evaluate_scenarios)
 
     demo = commands.add_parser(
         "demo", help="start everything, produce traffic with every scenario, print a summary")

@@ -51,7 +51,8 @@ class ScenarioScore:
         return [s.scenario for s in self.scenarios if s.rule and s.detected < s.injected]
 
 
-def _on(label: Label, anomaly: dict[str, Any]) -> bool:
+def covers(label: Label, anomaly: dict[str, Any]) -> bool:
+    """Is the anomaly on the label's entity, during its scenario (with some slack)?"""
     return (label.entity in str(anomaly["entity"]).split(" / ")
             and label.start - SLACK <= anomaly["timestamp"] <= label.end + SLACK)
 
@@ -59,7 +60,7 @@ def _on(label: Label, anomaly: dict[str, Any]) -> bool:
 def first_hit(label: Label, anomalies: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The earliest anomaly of the label's rule on its entity during it, if any."""
     rule = CAUGHT_BY.get(label.scenario)
-    hits = [a for a in anomalies if a["rule"] == rule and _on(label, a)] if rule else []
+    hits = [a for a in anomalies if a["rule"] == rule and covers(label, a)] if rule else []
     return min(hits, key=lambda a: a["timestamp"]) if hits else None
 
 
@@ -81,7 +82,7 @@ def score(labels: list[Label], anomalies: list[dict[str, Any]],
                 latencies.append(_seconds(first["created_at"] - sent_at(first["timestamp"])))
         results.append(ScenarioResult(scenario, rule, len(instances), detected, latencies))
     rule_rows = [a for a in anomalies if a["detector"] == "rules"]
-    explained = sum(1 for a in rule_rows if any(_on(label, a) for label in labels))
+    explained = sum(1 for a in rule_rows if any(covers(label, a) for label in labels))
     return ScenarioScore(results, len(rule_rows), explained)
 
 
