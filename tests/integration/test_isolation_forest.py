@@ -4,6 +4,7 @@ model per hour, and gives the same rows however the hour was batched."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -171,3 +172,29 @@ def test_twelve_micro_batches_over_a_growing_lake_equal_one_hourly_run(
     hourly_rows = _comparable(hourly)
     assert any(r[2] == "isolation_forest" for r in hourly_rows)
     assert _comparable(batches) == hourly_rows
+
+
+def test_the_likelihood_detector_runs_in_the_pipeline_when_enabled(
+        full_lake: Lake, streams: tuple[dict[str, pa.Table], list[Any]],
+        fresh_database: str) -> None:
+    # Shipped disabled; switched on, the hourly path runs it from the lake into Postgres
+    # with its version, and micro-batches over the hour leave the same rows.
+    rule = dataclasses.replace(
+        {r.name: r for r in load_rules(include_disabled=True)}["cpu_likelihood"], enabled=True)
+    _tables, labels = streams
+    migrate(fresh_database)
+    with psycopg.connect(fresh_database) as conn:
+        detect_hour(full_lake, [rule], conn, HOUR)
+    hourly = _rows(fresh_database, "anomaly_likelihood")
+    creep = next(label for label in labels if label.scenario == "cpu_creep")
+    assert any(r[5] == creep.entity for r in hourly), "the CPU creep no threshold sees"
+    assert {(r[1], r[3], r[4]) for r in hourly} == {("cpu_likelihood", "likelihood-1", "info")}
+    with psycopg.connect(fresh_database) as conn:
+        conn.execute("DELETE FROM anomaly_events")
+        start = HOUR
+        while start < HOUR + timedelta(hours=1):
+            end = start + SLICE
+            detect_recent(full_lake, [rule], conn, {"metrics": (start, end - timedelta(
+                microseconds=1))})
+            start = end
+    assert _rows(fresh_database, "anomaly_likelihood") == hourly
