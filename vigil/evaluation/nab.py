@@ -23,6 +23,7 @@ from vigil.detect.frames import TopicFrame
 from vigil.detect.rules import Rule
 from vigil.evaluation.nab_corpus import Series
 from vigil.evaluation.nab_score import Profile, row_parts, sweep
+from vigil.evaluation.table import markdown
 
 # From the dataset's README: published results on these 24 files (standard/low-FP/low-FN).
 PUBLISHED = {
@@ -110,22 +111,20 @@ def evaluate(rule: Rule, corpus: Sequence[Series], profiles: Sequence[Profile]
 def report(rule: Rule, data: Path, results: list[ProfileResult], files: list[FileResult]
            ) -> str:
     lines = [f"NAB v1.1 score of rule {rule.name!r} ({rule.detector} {likelihood.VERSION}) "
-             f"on {len(files)} files from {data}",
-             "", "| file | windows | caught | false alerts | standard score |",
-             "|---|---|---|---|---|"]
-    for f in files:
-        score = "-" if f.score is None else f"{f.score:.1f}"
-        lines.append(f"| {f.name} | {f.windows} | {f.hits} | {f.false_alerts} | {score} |")
-    lines.append(f"| total | {sum(f.windows for f in files)} | {sum(f.hits for f in files)} "
-                 f"| {sum(f.false_alerts for f in files)} | |")
-    names = [r.profile for r in results]
-    lines += ["", "| detector | " + " | ".join(names) + " |",
-              "|---|" + "---|" * len(names)]
-    lines.append(f"| vigil {rule.name} (corpus threshold) | "
-                 + " | ".join(f"{r.score:.1f} (>= {r.threshold:g})" for r in results) + " |")
-    lines.append(f"| vigil {rule.name} (its threshold {rule.threshold:g}) | "
-                 + " | ".join(f"{r.at_rule_threshold:.1f}" for r in results) + " |")
-    for name, published in PUBLISHED.items():
-        lines.append(f"| {name} (published) | "
-                     + " | ".join(f"{v:.1f}" for v in published[:len(names)]) + " |")
+             f"on {len(files)} files from {data}", ""]
+    lines += markdown(
+        ["file", "windows", "caught", "false alerts", "standard score"],
+        [*([f.name, f.windows, f.hits, f.false_alerts,
+            "-" if f.score is None else f"{f.score:.1f}"] for f in files),
+         ["total", sum(f.windows for f in files), sum(f.hits for f in files),
+          sum(f.false_alerts for f in files), ""]])
+    lines.append("")
+    lines += markdown(
+        ["detector", *(r.profile for r in results)],
+        [[f"vigil {rule.name} (corpus threshold)",
+          *(f"{r.score:.1f} (>= {r.threshold:g})" for r in results)],
+         [f"vigil {rule.name} (its threshold {rule.threshold:g})",
+          *(f"{r.at_rule_threshold:.1f}" for r in results)],
+         *([f"{name} (published)", *(f"{v:.1f}" for v in published[:len(results)])]
+           for name, published in PUBLISHED.items())])
     return "\n".join(lines)

@@ -22,6 +22,7 @@ import pyarrow as pa
 from vigil.detect import forest
 from vigil.detect.engine import detect, to_frame
 from vigil.detect.rules import Rule
+from vigil.evaluation.table import markdown
 from vigil.generate import SCENARIOS, Label, StreamSpec, SyntheticStream
 from vigil.scenario_score import CAUGHT_BY, covers
 
@@ -128,13 +129,13 @@ def summarise(runs: Sequence[SeedRun], rules: Sequence[Rule]) -> list[Line]:
 def report(lines: list[Line], seeds: Sequence[int], rate: float) -> str:
     out = [f"scenario evaluation: seeds {', '.join(map(str, seeds))}; per seed 2 clean hours "
            f"then 1 h with every scenario at {rate:g} events/s",
-           "", "| scenario | rule | caught | recall | rule precision | F1 | median delay |",
-           "|---|---|---|---|---|---|---|"]
-    for line in lines:
-        delay = "-" if line.median_delay is None else f"{line.median_delay:.0f} s"
-        mark = " (its rule)" if line.expected else ""
-        out.append(f"| {line.scenario} | {line.rule}{mark} | {line.detected}/{line.injected} "
-                   f"| {line.recall:.2f} | {line.precision:.2f} | {line.f1:.2f} | {delay} |")
+           ""]
+    out += markdown(
+        ["scenario", "rule", "caught", "recall", "rule precision", "F1", "median delay"],
+        ([line.scenario, f"{line.rule}{' (its rule)' if line.expected else ''}",
+          f"{line.detected}/{line.injected}", f"{line.recall:.2f}", f"{line.precision:.2f}",
+          f"{line.f1:.2f}", "-" if line.median_delay is None else f"{line.median_delay:.0f} s"]
+         for line in lines))
     missed = sorted({line.scenario for line in lines if line.expected and line.recall < 1})
     subtle = sorted({line.scenario for line in lines}
                     - {line.scenario for line in lines if line.expected})
