@@ -19,7 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd
-import pyarrow as pa
 
 from vigil.detect import forest
 from vigil.detect.engine import firings, to_frame
@@ -34,7 +33,7 @@ def metrics(points: int, seconds: int = 3600) -> pd.DataFrame:
     spec = StreamSpec(seed=11, start=START, scenarios=tuple(SCENARIOS), horizon=seconds,
                       rates={"metrics": points / seconds})
     stream = SyntheticStream(spec)
-    frame = to_frame(pa.concat_tables([stream.slice("metrics", k) for k in range(seconds)]))
+    frame = to_frame(stream.span("metrics", seconds))
     frame["_partition"], frame["_offset"] = 0, range(len(frame))
     return frame
 

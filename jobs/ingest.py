@@ -99,15 +99,15 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
                      f"{delivery.delivered_rows}, pending {delivery.pending_rows}")
     for note in result.notes:
         context.log.warning(note)
+    metadata: dict[str, Any] = {
+        "recomputed_from": min(s for s, _ in result.windows.values()).isoformat(),
+        "by_rule": dg.MetadataValue.json(result.by_rule),
+        "detector_versions": dg.MetadataValue.json(detector_versions(rules))}
     for hour in result.hours:
         key = hour.strftime("%Y-%m-%d-%H:%M")
         if HOURLY.has_partition_key(key):
             context.log_event(dg.AssetMaterialization(
-                asset_key=ANOMALY_EVENTS, partition=key,
-                metadata={"recomputed_from": min(s for s, _ in result.windows.values())
-                          .isoformat(), "by_rule": dg.MetadataValue.json(result.by_rule),
-                          "detector_versions": dg.MetadataValue.json(
-                              detector_versions(rules))}))
+                asset_key=ANOMALY_EVENTS, partition=key, metadata=metadata))
     return {"anomalies": result.anomalies, "anomalies_written": result.written,
             "anomalies_removed": result.removed, "alerts_sent": delivery.delivered_rows,
             "alerts": delivery.disabled or "enabled"}

@@ -419,6 +419,10 @@ class SyntheticStream:
         mask = (seconds >= self.t0 + k) & (seconds < self.t0 + k + 1)
         return table.filter(pa.array(mask))
 
+    def span(self, topic: str, seconds: int) -> pa.Table:
+        """The topic's events of the first `seconds` seconds, in one table."""
+        return pa.concat_tables([self.slice(topic, k) for k in range(seconds)])
+
     def batches(self, topics: list[str], slices: range) -> Iterator[tuple[str, int, pa.Table]]:
         for k in slices:
             for topic in topics:

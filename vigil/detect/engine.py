@@ -12,6 +12,7 @@ anomaly per re-alert interval whose last_seen and peak grow, not one row per eve
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -95,10 +96,16 @@ def firings(rule: Rule, events: pd.DataFrame | TopicFrame,
     return _fired(rule, frame, carried, rows[fire], times[fire], value[fire])
 
 
+def _entity_runs(codes: np.ndarray) -> list[slice]:
+    """The runs of equal codes in rows ordered by entity: one slice per entity."""
+    bounds = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), len(codes)]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
 def surprise_by_entity(rule: Rule, prepared: TopicFrame
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An anomaly_likelihood rule's surprise at every event: (rows by entity then time, their
-    entity codes, surprise). Each entity's series is scored on its own, from its past."""
+                       ) -> tuple[np.ndarray, list[slice], np.ndarray]:
+    """An anomaly_likelihood rule's surprise at every event: (rows by entity then time, each
+    entity's run of them, surprise). Each entity's series is scored on its own, from its past."""
     spec = rule.likelihood
     assert spec is not None
     rows = prepared.by_time
@@ -108,21 +115,19 @@ def surprise_by_entity(rule: Rule, prepared: TopicFrame
     values = pd.to_numeric(prepared.frame[spec.column], errors="coerce").to_numpy(
         dtype=float)[rows]
     scores = np.zeros(len(rows))
-    bounds = np.flatnonzero(np.diff(codes)) + 1
-    for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(rows)], strict=True):
-        scores[start:end] = likelihood.surprise(values[start:end], spec)
-    return rows, codes, scores
+    runs = _entity_runs(codes)
+    for run in runs:
+        scores[run] = likelihood.surprise(values[run], spec)
+    return rows, runs, scores
 
 
 def _likelihood_firings(rule: Rule, prepared: TopicFrame, carried: list[str]) -> pd.DataFrame:
     spec = rule.likelihood
     assert spec is not None
-    rows, codes, scores = surprise_by_entity(rule, prepared)
+    rows, runs, scores = surprise_by_entity(rule, prepared)
     fire = np.zeros(len(rows), dtype=bool)
-    bounds = np.flatnonzero(np.diff(codes)) + 1
-    for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(rows)], strict=True):
-        fire[start:end] = likelihood.alerts(scores[start:end], rule.threshold,
-                                            spec.quiet_points)
+    for run in runs:
+        fire[run] = likelihood.alerts(scores[run], rule.threshold, spec.quiet_points)
     return _fired(rule, prepared.frame, carried, rows[fire], prepared.times[rows[fire]],
                   scores[fire])
 

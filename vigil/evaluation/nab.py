@@ -52,7 +52,7 @@ def series_frame(rule: Rule, corpus: Sequence[Series]) -> pd.DataFrame:
 def corpus_scores(rule: Rule, corpus: Sequence[Series]) -> list[np.ndarray]:
     """Each file's surprise per row, in the file's own row order."""
     frame = series_frame(rule, corpus)
-    rows, _codes, scores = surprise_by_entity(rule, TopicFrame(frame))
+    rows, _runs, scores = surprise_by_entity(rule, TopicFrame(frame))
     by_row = np.empty(len(frame))
     by_row[rows] = scores
     bounds = np.cumsum([0, *(len(s.values) for s in corpus)])
