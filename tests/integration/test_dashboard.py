@@ -23,13 +23,15 @@ from vigil.migrate import migrate
 from vigil.settings import PROJECT_ROOT, Settings
 
 APP = str(PROJECT_ROOT / "dashboards" / "app.py")
-NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture(scope="module")
 def seeded(stack: Settings, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Settings, list[dict[str, Any]]]]:
-    with seeded_database(stack, NOW) as (settings, rows), \
+    # Seeded relative to when this module's tests run, not when the session collected them:
+    # the pages count against the real clock, and minutes can pass before this module.
+    now = datetime.now(UTC).replace(microsecond=0)
+    with seeded_database(stack, now) as (settings, rows), \
             pytest.MonkeyPatch.context() as env:
         lake = tmp_path_factory.mktemp("dash-lake")
         _land_evidence(Lake(lake.as_uri()), _metrics_anomaly(rows))
