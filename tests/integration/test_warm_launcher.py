@@ -1,6 +1,6 @@
-"""The warm run launcher with a real Dagster instance and real worker processes: runs execute
-in the spare that was ready before they were launched, code changed after the spare imported
-it still runs as changed, termination cancels, and a killed worker is reported failed."""
+"""The warm run launcher with a real Dagster instance and real worker processes: each run is
+a child forked from one zygote that imported the code once, code changed after the import
+still runs as changed, termination cancels, and a killed worker is reported failed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher import WorkerStatus
@@ -103,38 +104,47 @@ def launcher_of(instance: dg.DagsterInstance) -> WarmProcessRunLauncher:
     return launcher
 
 
-def test_runs_execute_in_the_spare_started_before_them(instance: dg.DagsterInstance,
-                                                       code_dir: Path) -> None:
-    first = launch(instance, code_dir)
-    spare = launcher_of(instance)._spare
-    assert spare is not None and spare.poll() is None  # the next run's process, already up
-    assert wait_finished(instance, first.run_id).status == DagsterRunStatus.SUCCESS
+def wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(pid), f"process {pid} is still there"
 
-    second = launch(instance, code_dir)
+
+def test_each_run_is_its_own_child_of_one_warm_zygote(instance: dg.DagsterInstance,
+                                                      code_dir: Path) -> None:
+    first = launch(instance, code_dir, sleep=1.0)
+    zygote = launcher_of(instance)._zygote
+    assert zygote is not None and zygote.poll() is None
+    wait_status(instance, first.run_id, DagsterRunStatus.STARTED)
+    first_pid = int(instance.get_run_by_id(first.run_id).tags[PID_TAG])  # type: ignore[union-attr]
+    assert psutil.Process(first_pid).ppid() == zygote.pid
+    assert wait_finished(instance, first.run_id).status == DagsterRunStatus.SUCCESS
+    wait_gone(first_pid)  # reaped by the zygote: no zombie left behind
+
+    second = launch(instance, code_dir, sleep=1.0)
+    assert launcher_of(instance)._zygote is zygote  # the same warm process, no new imports
     second_run = wait_finished(instance, second.run_id)
     assert second_run.status == DagsterRunStatus.SUCCESS
-    assert second_run.tags[PID_TAG] == str(spare.pid)
     assert "job code version 1" in logged(instance, second.run_id)
-    # Each run has its own process: the first run's worker is not the second's.
-    assert first.run_id != second.run_id
-    assert instance.get_run_by_id(first.run_id).tags[PID_TAG] != str(spare.pid)  # type: ignore[union-attr]
+    assert int(second_run.tags[PID_TAG]) not in (first_pid, zygote.pid)
 
 
-def test_code_changed_after_the_spare_imported_it_runs_as_changed(
+def test_code_changed_after_the_zygote_imported_it_runs_as_changed(
         instance: dg.DagsterInstance, code_dir: Path) -> None:
     wait_finished(instance, launch(instance, code_dir).run_id)
-    spare = launcher_of(instance)._spare
-    assert spare is not None
-    time.sleep(1.5)  # the spare has imported version 1 by now
+    zygote = launcher_of(instance)._zygote
+    assert zygote is not None
     source = code_dir / f"{MODULE}.py"
     source.write_text(JOB_SOURCE.format(version=2))
     later = os.stat(source).st_mtime + 2
     os.utime(source, (later, later))
     run = wait_finished(instance, launch(instance, code_dir).run_id)
     assert run.status == DagsterRunStatus.SUCCESS
-    assert run.tags[PID_TAG] == str(spare.pid)
     messages = logged(instance, run.run_id)
     assert "job code version 2" in messages and "job code version 1" not in messages
+    assert zygote.poll() == 0  # the stale one retired; a fresh one imported version 2
+    assert launcher_of(instance)._zygote is not zygote
 
 
 def test_terminate_cancels_the_run(instance: dg.DagsterInstance, code_dir: Path) -> None:
@@ -155,17 +165,28 @@ def test_a_killed_worker_is_reported_failed(instance: dg.DagsterInstance,
     assert launcher.check_run_worker_health(started).status == WorkerStatus.RUNNING
     pid = int(started.tags[PID_TAG])
     os.kill(pid, signal.SIGKILL)
-    launcher._running[run.run_id].wait(timeout=10)  # reaped: no zombie left to look alive
+    wait_gone(pid)
     health = launcher.check_run_worker_health(started)
     assert health.status == WorkerStatus.FAILED
     assert str(pid) in (health.msg or "")
 
 
-def test_the_spare_exits_when_the_launcher_is_disposed(instance: dg.DagsterInstance,
-                                                       code_dir: Path) -> None:
+def test_a_dead_zygote_is_replaced_at_the_next_launch(instance: dg.DagsterInstance,
+                                                      code_dir: Path) -> None:
+    wait_finished(instance, launch(instance, code_dir).run_id)
+    zygote = launcher_of(instance)._zygote
+    assert zygote is not None
+    zygote.kill()
+    zygote.wait()
+    run = wait_finished(instance, launch(instance, code_dir).run_id)
+    assert run.status == DagsterRunStatus.SUCCESS
+
+
+def test_the_zygote_exits_when_the_launcher_is_disposed(instance: dg.DagsterInstance,
+                                                        code_dir: Path) -> None:
     wait_finished(instance, launch(instance, code_dir).run_id)
     launcher = launcher_of(instance)
-    spare = launcher._spare
-    assert spare is not None
+    zygote = launcher._zygote
+    assert zygote is not None
     launcher.dispose()
-    assert spare.wait(timeout=30) == 0
+    assert zygote.wait(timeout=30) == 0
