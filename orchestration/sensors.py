@@ -26,7 +26,7 @@ def _lag_text(lag: dict[str, dict[int, int]]) -> str:
                      for topic, parts in sorted(lag.items()))
 
 
-@dg.sensor(job=ingest, minimum_interval_seconds=5,
+@dg.sensor(job=ingest, minimum_interval_seconds=1,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Cuts new Kafka offsets of logs, metrics and transactions into exact "
                        "ranges and requests an ingest run for them.")

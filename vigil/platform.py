@@ -1,8 +1,10 @@
 """`vigil run`: the local services, the schema, the Dagster UI, the dashboard and the REST API
 in one foreground command.
 
-Dagster runs as `dagster dev` in its own session with SIGINT restored to the default
-(a backgrounded child otherwise inherits SIGINT as ignored and never stops, see DESIGN.md);
+Dagster runs as `dagster dev` (through `orchestration.dev`: its daemon ticks the sensor every
+`VIGIL_SENSOR_INTERVAL` seconds, not Dagster's fixed 5) in its own session with SIGINT
+restored to the default (a backgrounded child otherwise inherits SIGINT as ignored and never
+stops, see DESIGN.md);
 Ctrl-C or SIGTERM here is forwarded to it, then the services this command started are stopped.
 Services that were already running are left as they were.
 """
@@ -87,7 +89,7 @@ def parts(settings: Settings) -> list[Part]:
                  "--server.address", "127.0.0.1", "--server.port", str(settings.dashboard_port),
                  "--browser.gatherUsageStats", "false"]
     return [
-        Part("dagster", [sys.executable, "-m", "dagster", "dev", "-w",
+        Part("dagster", [sys.executable, "-m", "orchestration.dev", "-w",
                          str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p",
                          str(settings.dagster_port)],
              f"http://127.0.0.1:{settings.dagster_port}/server_info",

@@ -68,6 +68,7 @@ class Settings:
     ingest_max_records: int = 500_000
     ingest_start: str = "earliest"
     ingest_max_in_flight: int = 2
+    sensor_interval: int = 2  # seconds between sensor ticks (local daemon; Dagster's own: 5)
 
     @property
     def reader_url(self) -> str:
@@ -200,6 +201,8 @@ def _read(env: _Env) -> Settings:
         ingest_start=_choice(env, "VIGIL_INGEST_START", ("earliest", "latest"), "earliest"),
         ingest_max_in_flight=env.integer("VIGIL_INGEST_MAX_IN_FLIGHT", 2, 1, 64,
                                          "ingest runs queued or running at once, 1-64"),
+        sensor_interval=env.integer("VIGIL_SENSOR_INTERVAL", 2, 1, 60,
+                                    "seconds between sensor ticks, 1-60"),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -147,6 +148,17 @@ def test_run_serves_the_dagster_ui_lands_events_and_ctrl_c_stops_everything(
                 break
             time.sleep(1)
         assert landed == produced, (landed, produced)
+        # The local stack's own daemon (sensor loop every VIGIL_SENSOR_INTERVAL) ran it, and
+        # the runs were forked from the warm run worker.
+        now_running = psutil.Process(proc.pid).children(recursive=True)
+        family += [p.pid for p in now_running]  # the run worker too: nothing may outlive us
+        commands = []
+        for part in now_running:
+            with contextlib.suppress(psutil.NoSuchProcess):  # a run that just ended
+                commands.append(" ".join(part.cmdline()))
+        assert any("-m orchestration.daemon run" in c for c in commands), commands
+        assert not any("-m dagster._daemon" in c for c in commands), commands
+        assert any("-m orchestration.run_worker" in c for c in commands), commands
 
         # A backfill over the two hours, launched through Dagster, recomputes them from the
         # lake alone and reproduces every row after the table is emptied.

@@ -78,6 +78,8 @@ def test_secrets_stay_out_of_repr() -> None:
     ("ROLE_ARN", "vigil-writer"),
     ("DISCORD_WEBHOOK_URL", "discord.com/webhook"),
     ("VIGIL_DEPLOYMENT", "has spaces"),
+    ("VIGIL_SENSOR_INTERVAL", "0"),
+    ("VIGIL_SENSOR_INTERVAL", "0.5"),
 ])
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:
     with pytest.raises(SettingsError) as caught:
