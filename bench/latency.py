@@ -12,8 +12,10 @@ webserver + daemon with the Kafka sensor, dashboard, API, a local webhook receiv
 3. then, on the idle stack, one large transaction at a time: the whole path for one event
    (its run still re-reads the look-back of what the load left in the lake).
 
-Prints p50/p95/p99/max per path and the maximum lag; one run, side by side, on a fresh
-temporary state on free ports. Run: .venv/bin/python bench/latency.py [--rate 20000]
+All of it once per sensor loop interval (--sensor-intervals, default 5,2: Dagster's own 5 s
+and the local stack's 2 s, `VIGIL_SENSOR_INTERVAL`), each on a fresh temporary state on free
+ports, one after the other in one invocation. Prints p50/p95/p99/max per path and interval,
+the runs and the maximum lag. Run: .venv/bin/python bench/latency.py [--rate 20000]
 """
 
 from __future__ import annotations
@@ -182,7 +184,47 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int
 def line(name: str, values: list[float]) -> str:
     cells = [percentile(values, q) for q in (50, 95, 99)] + [max(values, default=None)]
     shown = [f"{v:7.1f}" if v is not None else f"{'-':>7}" for v in cells]
-    return f"| {name:<46} | {len(values):>3} | " + " | ".join(shown) + " |"
+    return f"| {name:<51} | {len(values):>3} | " + " | ".join(shown) + " |"
+
+
+def measure(args: argparse.Namespace, interval: int) -> dict[str, Any]:
+    """One fresh stack with the sensor loop at `interval` seconds: load, then the idle floor."""
+    with tempfile.TemporaryDirectory(prefix="vigil-latency-") as state_dir:
+        state = Path(state_dir)
+        env = {**stack_env(state), "VIGIL_SENSOR_INTERVAL": str(interval)}
+        settings = Settings.from_env({**os.environ, **env})
+        sink = AlertSink(state / "alerts.jsonl", report=lambda _line: None).start()
+        platform = LocalPlatform(settings, env={**env, "DISCORD_WEBHOOK_URL": sink.url})
+        try:
+            print(f"sensor every {interval} s: starting the stack on free ports ...", flush=True)
+            platform.start()
+            time.sleep(30)  # the daemon's first ticks are ~10 s apart; let it settle
+            print(f"load: {args.rate:,.0f} events/s for {args.duration} s ...", flush=True)
+            load = measure_load(settings, sink.store, args.rate, args.duration)
+            load["timings"] = run_timings(settings)
+            print(f"floor: {args.floor_samples} single large transactions ...", flush=True)
+            load["floor_row"], load["floor_hook"] = measure_floor(settings, sink.store,
+                                                                  args.floor_samples)
+        finally:
+            platform.stop()
+            sink.stop()
+    return load
+
+
+def report(rate: float, interval: int, load: dict[str, Any]) -> None:
+    timings = load["timings"]
+    tick = percentile(timings["tick"], 50) or float(interval)
+    noop = [tick / 2 + x for x in timings["launch"]]  # mean wait for the tick + launch
+    rows = [("gap between ingest runs under load (tick)", timings["tick"]),
+            ("run launch: queued -> started (no work)", timings["launch"]),
+            ("sensor floor: half a tick + launch (no-op run)", noop),
+            ("run work under load: started -> ended", timings["work"]),
+            ("floor: one event, idle stack -> row", load["floor_row"]),
+            ("floor: one event, idle stack -> webhook", load["floor_hook"]),
+            (f"{rate:,.0f} ev/s: triggering event -> row", load["to_row"]),
+            (f"{rate:,.0f} ev/s: triggering event -> webhook", load["to_hook"])]
+    for name, values in rows:
+        print(line(f"{interval:>2} s | {name}", values))
 
 
 def main() -> None:
@@ -191,47 +233,30 @@ def main() -> None:
                         help="events/s across topics")
     parser.add_argument("--duration", type=int, default=180, help="seconds of load")
     parser.add_argument("--floor-samples", type=int, default=10)
+    parser.add_argument("--sensor-intervals", default="5,2",
+                        help="sensor loop intervals (s) to compare, each on a fresh stack")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="vigil-latency-") as state_dir:
-        state = Path(state_dir)
-        env = stack_env(state)
-        settings = Settings.from_env({**os.environ, **env})
-        sink = AlertSink(state / "alerts.jsonl", report=lambda _line: None).start()
-        platform = LocalPlatform(settings, env={**env, "DISCORD_WEBHOOK_URL": sink.url})
-        try:
-            print("starting the stack on free ports ...", flush=True)
-            platform.start()
-            time.sleep(30)  # the daemon's first ticks are ~10 s apart; let it settle
-            print(f"load: {args.rate:,.0f} events/s for {args.duration} s ...", flush=True)
-            load = measure_load(settings, sink.store, args.rate, args.duration)
-            timings = run_timings(settings)
-            print(f"floor: {args.floor_samples} single large transactions ...", flush=True)
-            floor_row, floor_hook = measure_floor(settings, sink.store, args.floor_samples)
-        finally:
-            platform.stop()
-            sink.stop()
-    achieved = load["produced"] / load["produce_s"]
-    print(f"\nend-to-end latency (seconds), fresh local stack, {os.cpu_count()} cores")
-    print(f"| {'path':<46} | {'n':>3} | {'p50':>7} | {'p95':>7} | {'p99':>7} | {'max':>7} |")
-    print(f"|{'-' * 48}|{'-' * 5}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
-    tick = percentile(timings["tick"], 50) or 5.0
-    noop = [tick / 2 + x for x in timings["launch"]]  # mean wait for the tick + launch
-    print(line("gap between ingest runs under load (tick)", timings["tick"]))
-    print(line("run launch: queued -> started (no work)", timings["launch"]))
-    print(line("sensor floor: half a tick + launch (no-op run)", noop))
-    print(line("run work under load: started -> ended", timings["work"]))
-    print(line("floor: one event, idle stack -> row", floor_row))
-    print(line("floor: one event, idle stack -> webhook", floor_hook))
-    print(line(f"{args.rate:,.0f} ev/s: triggering event -> row", load["to_row"]))
-    print(line(f"{args.rate:,.0f} ev/s: triggering event -> webhook", load["to_hook"]))
-    print(f"\nproduced {load['produced']:,} events in {load['produce_s']:.0f} s "
-          f"({achieved:,.0f} events/s achieved); max consumer lag {load['max_lag']:,} events, "
-          f"{load['lag_at_end']:,} when producing ended, caught up "
-          f"{load['caught_up_s']:.0f} s later")
-    missed = load["scores"].missed()
-    measured = [s.scenario for s in load["scores"].scenarios if s.rule and s.detected]
-    print(f"threshold scenarios measured: {', '.join(measured) or 'none'}"
-          + (f"; not detected at this horizon: {', '.join(missed)}" if missed else ""))
+    intervals = [int(x) for x in args.sensor_intervals.split(",")]
+    loads = {interval: measure(args, interval) for interval in intervals}
+    print(f"\nend-to-end latency (seconds), fresh local stack per sensor interval, "
+          f"{os.cpu_count()} cores")
+    print(f"| {'tick | path':<51} | {'n':>3} | {'p50':>7} | {'p95':>7} | {'p99':>7} | "
+          f"{'max':>7} |")
+    print(f"|{'-' * 53}|{'-' * 5}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    for interval, load in loads.items():
+        report(args.rate, interval, load)
+    print()
+    for interval, load in loads.items():
+        achieved = load["produced"] / load["produce_s"]
+        runs = len(load["timings"]["work"])
+        print(f"sensor every {interval} s: produced {load['produced']:,} events in "
+              f"{load['produce_s']:.0f} s ({achieved:,.0f} events/s achieved) in {runs} ingest "
+              f"runs; max consumer lag {load['max_lag']:,} events, {load['lag_at_end']:,} when "
+              f"producing ended, caught up {load['caught_up_s']:.0f} s later")
+        missed = load["scores"].missed()
+        measured = [s.scenario for s in load["scores"].scenarios if s.rule and s.detected]
+        print(f"  threshold scenarios measured: {', '.join(measured) or 'none'}"
+              + (f"; not detected at this horizon: {', '.join(missed)}" if missed else ""))
 
 
 if __name__ == "__main__":
