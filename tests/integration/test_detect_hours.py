@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from vigil.detect.hours import detect_hour, detect_recent
+from vigil.detect.hours import DETECTION_LOCK, detect_hour, detect_recent, detection_lock
 from vigil.detect.rules import load_rules
 from vigil.generate import StreamSpec, SyntheticStream, resolve_scenarios
 from vigil.ingest import OffsetRange, land_offset_ranges, ranges_since
@@ -179,3 +181,62 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
     incremental = _table(fresh_database)
     assert recomputed > len(incremental) > 0  # episodes were updated in place, run to run
     assert [r[:10] for r in incremental] == [r[:10] for r in whole]
+
+
+def _waiting_on_advisory_lock(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                       "AND NOT granted AND database = (SELECT oid FROM pg_database "
+                       "WHERE datname = current_database())").fetchone()
+    return bool(row and row[0])
+
+
+def _lock_is_free(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as probe:
+        row = probe.execute("SELECT pg_try_advisory_lock(%s)", (DETECTION_LOCK,)).fetchone()
+        return bool(row and row[0])
+
+
+def test_detections_take_turns(landed: tuple[Lake, datetime, list[Any]],
+                               fresh_database: str) -> None:
+    """While another detection holds the lock, an ingest run's detection waits for it before
+    reading the lake or writing anything, then writes once it is free, and frees it."""
+    lake, hour, _labels = landed
+    migrate(fresh_database)
+    spans = {topic: (hour, hour + timedelta(minutes=59)) for topic in TOPICS}
+    outcome: dict[str, Any] = {}
+
+    def ingest_detection() -> None:
+        with psycopg.connect(fresh_database) as conn:
+            outcome["result"] = detect_recent(lake, load_rules(), conn, spans)
+
+    with psycopg.connect(fresh_database, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (DETECTION_LOCK,))
+        worker = threading.Thread(target=ingest_detection)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not _waiting_on_advisory_lock(holder) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _waiting_on_advisory_lock(holder), "the detection did not wait for the lock"
+        assert worker.is_alive() and _table(fresh_database) == []
+        holder.execute("SELECT pg_advisory_unlock(%s)", (DETECTION_LOCK,))
+        worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert outcome["result"].anomalies > 0
+    assert len(_table(fresh_database)) == outcome["result"].anomalies
+    assert _lock_is_free(fresh_database)
+
+
+def test_a_failed_detection_frees_the_lock_and_keeps_nothing_half_written(
+        fresh_database: str) -> None:
+    migrate(fresh_database)
+
+    def fail_half_way(conn: psycopg.Connection[Any]) -> None:
+        with detection_lock(conn):
+            conn.execute("DELETE FROM schema_migrations")  # not committed: rolled back
+            raise RuntimeError("the lake went away")
+
+    with psycopg.connect(fresh_database) as conn:
+        with pytest.raises(RuntimeError, match="lake went away"):
+            fail_half_way(conn)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() != (0,)
+    assert _lock_is_free(fresh_database)

@@ -4,6 +4,8 @@ recomputed from it alone (backfills, scheduled reprocessing, the ingest run's ow
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +24,34 @@ from vigil.detect.engine import (
 from vigil.detect.rules import Rule
 from vigil.lake import Lake, floor_hour, hours_between
 from vigil.store import anomaly_rows, load_model, replace_hour, replace_windows, save_model
+
+# "vigil" + 2 (the migrations hold + 1): one detection reads the lake and writes at a time.
+DETECTION_LOCK = 0x76_69_67_69_6C_00_00_02
+
+
+@contextmanager
+def detection_lock(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Detections take turns, from reading the lake to writing Postgres.
+
+    Ingest runs overlap (`VIGIL_INGEST_MAX_IN_FLIGHT`) and hourly runs may run beside them. A
+    detection that read the lake before another run's events landed could otherwise write its
+    older view of a bucket after the newer one, deleting a row already alerted on, which the
+    next run would then create and post again. In turns, each writes from a lake holding
+    every event landed before it started; a session lock, so each write commits as before.
+    """
+    unlock = "SELECT pg_advisory_unlock(%s)"
+    conn.execute("SELECT pg_advisory_lock(%s)", (DETECTION_LOCK,))
+    conn.commit()
+    try:
+        yield
+    except BaseException:
+        with suppress(psycopg.Error):  # a lost session has released its lock already
+            conn.rollback()  # nothing half-written is kept
+            conn.execute(unlock, (DETECTION_LOCK,))
+            conn.commit()
+        raise
+    conn.execute(unlock, (DETECTION_LOCK,))
+    conn.commit()
 
 
 @dataclass(frozen=True)
@@ -92,16 +122,17 @@ def detect_hour(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                 hour: datetime) -> HourResult:
     hour = floor_hour(hour)
     end = hour + timedelta(hours=1)
-    frames = _read_frames(lake, rules, {
-        topic: (hour - timedelta(seconds=back), end)
-        for topic, back in lookback_by_topic(rules).items()})
-    stamp = pd.Timestamp(hour)
-    events = sum(int((frame["timestamp"] >= stamp).sum()) for frame in frames.values())
-    models, notes = forest_models(lake, rules, conn, {r.name: [hour] for r in rules},
-                                  retrain=True)
-    found = detect(rules, frames, hour, end, models)
-    rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
-    written, removed = replace_hour(conn, {r.detector for r in rules}, hour, rows)
+    with detection_lock(conn):
+        frames = _read_frames(lake, rules, {
+            topic: (hour - timedelta(seconds=back), end)
+            for topic, back in lookback_by_topic(rules).items()})
+        stamp = pd.Timestamp(hour)
+        events = sum(int((frame["timestamp"] >= stamp).sum()) for frame in frames.values())
+        models, notes = forest_models(lake, rules, conn, {r.name: [hour] for r in rules},
+                                      retrain=True)
+        found = detect(rules, frames, hour, end, models)
+        rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
+        written, removed = replace_hour(conn, {r.detector for r in rules}, hour, rows)
     return HourResult(hour, events, len(rows), written, removed, _by_rule(found),
                       tuple(notes))
 
@@ -150,10 +181,11 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
         reads[rule.topic] = (min(before[0], read_from), max(before[1], end))
     if not windows:
         return RecentResult({}, 0, 0, 0, {})
-    models, notes = forest_models(
-        lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
-        retrain=False)
-    found = detect_windows(rules, _read_frames(lake, rules, reads), windows, models)
-    rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
-    written, removed = replace_windows(conn, rows, windows)
+    with detection_lock(conn):
+        models, notes = forest_models(
+            lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
+            retrain=False)
+        found = detect_windows(rules, _read_frames(lake, rules, reads), windows, models)
+        rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
+        written, removed = replace_windows(conn, rows, windows)
     return RecentResult(windows, len(rows), written, removed, _by_rule(found), tuple(notes))
