@@ -53,7 +53,7 @@ def dump_cursor(cursor: Cursor) -> str:
 
 
 def plan_next(cursor: Cursor, marks: Watermarks, policy: IngestPolicy) -> IngestPlan:
-    """Cut the next ranges: at most `max_records_per_run` records, shared fairly.
+    """Cut the next ranges: at most `max_records_per_run` records, shared in proportion.
 
     A partition first seen starts at its low (earliest) or high (latest) watermark. A cursor
     below the low watermark (retention deleted data before it landed) jumps to it, with a
@@ -86,13 +86,29 @@ def plan_next(cursor: Cursor, marks: Watermarks, policy: IngestPolicy) -> Ingest
 
 
 def _share(backlog: list[tuple[str, int, int, int]], budget: int) -> list[OffsetRange]:
-    """Split the record budget so a busy partition cannot starve the others."""
-    ranges: list[OffsetRange] = []
-    remaining = sorted(backlog, key=lambda b: b[3] - b[2])
-    for i, (topic, partition, start, high) in enumerate(remaining):
-        share = budget // (len(remaining) - i)
-        take = min(high - start, share)
-        if take > 0:
-            ranges.append(OffsetRange(topic, partition, start, start + take))
-            budget -= take
+    """Split the record budget in proportion to each partition's backlog.
+
+    Every partition then lands the same share of what it owes, so under a backlog the
+    partitions of a topic stay close in event time: detection, which recomputes from the
+    earliest newly landed event, is not made to reach minutes back because a slow
+    partition lagged behind a busy one. Each partition with a backlog moves at least one
+    record: none is starved."""
+    owed = [high - start for _topic, _partition, start, high in backlog]
+    total = sum(owed)
+    if total <= budget:
+        takes = owed
+    else:
+        exact = [o * budget / total for o in owed]
+        takes = [int(x) for x in exact]
+        by_fraction = sorted(range(len(owed)), key=lambda i: (takes[i] - exact[i], i))
+        for i in by_fraction[:budget - sum(takes)]:
+            takes[i] += 1
+        for i, take in enumerate(takes):
+            largest = max(range(len(takes)), key=lambda j: takes[j])
+            if take == 0 and takes[largest] > 1:
+                takes[largest] -= 1
+                takes[i] = 1
+    ranges = [OffsetRange(topic, partition, start, start + take)
+              for (topic, partition, start, _high), take in zip(backlog, takes, strict=True)
+              if take > 0]
     return sorted(ranges, key=lambda r: (r.topic, r.partition))
