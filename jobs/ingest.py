@@ -94,9 +94,12 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
         raise dg.Failure(f"detection skipped, the events are landed: the database has no "
                          f"anomaly_events table ({exc}). Run `vigil db migrate`.",
                          allow_retries=False) from None
+    continued = sorted(name for name, flag in result.continued.items() if flag)
     context.log.info(f"detection: {result.anomalies} anomalies in the recomputed buckets "
-                     f"({result.written} written, {result.removed} removed); alerts sent "
-                     f"{delivery.delivered_rows}, pending {delivery.pending_rows}")
+                     f"({result.written} written, {result.removed} removed); "
+                     f"{len(continued)} of {len(result.continued)} rules continued their "
+                     f"stored anomalies from the batch on, the rest recomputed their buckets; "
+                     f"alerts sent {delivery.delivered_rows}, pending {delivery.pending_rows}")
     for note in result.notes:
         context.log.warning(note)
     metadata: dict[str, Any] = {

@@ -164,30 +164,28 @@ class Lake:
         return [path for hour in hours_between(start, end)
                 for path in self._data_files(hour_dir(area, topic, hour))]
 
-    def events_dataset(self, topic: str, start: datetime, end: datetime,
-                       dictionary: bool = False) -> pads.Dataset:
-        """One topic's landed events with start <= timestamp < end, as a lazy dataset;
-        with `dictionary`, the GROUPING_FIELDS come as Arrow dictionaries."""
-        ts = pads.field("timestamp")
+    def raw_dataset(self, topic: str, start: datetime, end: datetime,
+                    dictionary: bool = False) -> pads.Dataset:
+        """The files of one topic's hours overlapping [start, end), unfiltered. Scanning the
+        same dataset again reuses the file footers it parsed: one per detection run."""
         schema = raw_schema(topic, dictionary)
         file_format = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(
             dictionary_columns=sorted(GROUPING_FIELDS & set(schema.names)))) \
             if dictionary else "parquet"
         return pads.dataset(self.files("raw", topic, start, end), schema=schema,
-                            format=file_format, filesystem=self.fs).filter(
-            (ts >= pa.scalar(start, TIMESTAMP)) & (ts < pa.scalar(end, TIMESTAMP)))
+                            format=file_format, filesystem=self.fs)
+
+    def events_dataset(self, topic: str, start: datetime, end: datetime,
+                       dictionary: bool = False) -> pads.Dataset:
+        """One topic's landed events with start <= timestamp < end, as a lazy dataset;
+        with `dictionary`, the GROUPING_FIELDS come as Arrow dictionaries."""
+        return self.raw_dataset(topic, start, end, dictionary).filter(time_range(start, end))
 
     def read_events(self, topic: str, start: datetime, end: datetime,
                     columns: list[str] | None = None, dictionary: bool = False) -> pa.Table:
         """One topic's landed events with start <= timestamp < end, ordered by time."""
-        table = self.events_dataset(topic, start, end, dictionary).to_table(columns=columns)
-        if dictionary:
-            # One dictionary per column across files and row groups: pandas then builds
-            # one categorical without re-hashing.
-            table = table.unify_dictionaries()
-        if "timestamp" in table.column_names:
-            table = table.sort_by([("timestamp", "ascending")])
-        return table
+        return scan_events(self.raw_dataset(topic, start, end, dictionary), start, end,
+                           columns, dictionary)
 
     def read_all(self, area: str, topic: str) -> pa.Table:
         """Every file of a topic (tests and small lakes; detection reads by time range)."""
@@ -195,6 +193,26 @@ class Lake:
         schema = raw_schema(topic) if area == "raw" else QUARANTINE_SCHEMA
         return pads.dataset(files, schema=schema, format="parquet",
                             filesystem=self.fs).to_table()
+
+
+def time_range(start: datetime, end: datetime) -> pads.Expression:
+    ts = pads.field("timestamp")
+    return (ts >= pa.scalar(start, TIMESTAMP)) & (ts < pa.scalar(end, TIMESTAMP))
+
+
+def scan_events(dataset: pads.Dataset, start: datetime, end: datetime,
+                columns: list[str] | None = None, dictionary: bool = False,
+                where: pads.Expression | None = None) -> pa.Table:
+    """Rows of a raw dataset with start <= timestamp < end (and `where`), ordered by time."""
+    condition = time_range(start, end) if where is None else time_range(start, end) & where
+    table = dataset.to_table(columns=columns, filter=condition)
+    if dictionary:
+        # One dictionary per column across files and row groups: pandas then builds
+        # one categorical without re-hashing.
+        table = table.unify_dictionaries()
+    if "timestamp" in table.column_names:
+        table = table.sort_by([("timestamp", "ascending")])
+    return table
 
 
 def floor_hour(moment: datetime) -> datetime:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -145,30 +146,116 @@ def _values(rule: Rule, rows: pd.DataFrame) -> np.ndarray:
     return pd.to_numeric(rows[rule.value_column], errors="coerce").to_numpy(dtype=float)
 
 
-def _sustained(holds: np.ndarray, codes: np.ndarray, times: np.ndarray,
-               rule: Rule) -> tuple[np.ndarray, np.ndarray]:
-    """For each sample: has the condition held since the start of its run for `duration`?
+def _run_starts(holds: np.ndarray, codes: np.ndarray, times: np.ndarray,
+                rule: Rule) -> np.ndarray:
+    """Each sample's run start (a row index), in rows ordered by (entity, time).
 
     A run starts at a true sample whose predecessor is another entity, false, or more than
-    `max_gap` earlier; the value is how long the run has lasted, in seconds, up to
-    `longest` — a cap that makes the value independent of how far back the data was read.
-    """
+    `max_gap` earlier."""
     n = len(holds)
     previous_ok = np.zeros(n, dtype=bool)
     if n > 1:
         previous_ok[1:] = ((codes[1:] == codes[:-1]) & holds[:-1]
                            & (times[1:] - times[:-1] <= rule.max_gap * _US))
     starts = holds & ~previous_ok
-    start_index = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    return np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+
+
+def _sustained(holds: np.ndarray, codes: np.ndarray, times: np.ndarray,
+               rule: Rule) -> tuple[np.ndarray, np.ndarray]:
+    """For each sample: has the condition held since the start of its run for `duration`?
+
+    The value is how long the run has lasted, in seconds, up to `longest` — a cap that
+    makes the value independent of how far back the data was read.
+    """
+    start_index = _run_starts(holds, codes, times, rule)
     lasted = np.minimum((times - times[start_index]) / _US, rule.longest)
     value = np.where(holds, lasted, 0.0)
     return holds & (lasted >= rule.duration), value
 
 
+def recent_reach(rule: Rule) -> float:
+    """How far back a first read for `rule` reaches, in seconds: its whole look-back, but
+    for rules whose long look-back decides only a few entities (those near firing): a
+    per-user baseline needs an hour of history only for users already over `min_count`,
+    a sustained run its start only for entities whose run reaches back past `duration`."""
+    if rule.type == "baseline_ratio":
+        return rule.window
+    if rule.type == "sustained":
+        return max(rule.duration, rule.max_gap)
+    return rule.lookback
+
+
+def undecided(rule: Rule, prepared: TopicFrame, since_us: int) -> pd.DataFrame:
+    """The entities (group_by columns) whose firings at t >= since_us a frame reaching only
+    `recent_reach(rule)` back cannot decide; their firings need the whole look-back."""
+    frame = prepared.frame
+    columns = list(rule.group_by)
+    if frame.empty or recent_reach(rule) >= rule.lookback:
+        return pd.DataFrame(columns=columns)
+    if rule.type == "baseline_ratio":  # over min_count: the baseline decides
+        probe = replace(rule, type="window_count", threshold=rule.min_count, baseline=0.0)
+        near = firings(probe, prepared)
+        return near.loc[near["t"] >= since_us, columns].drop_duplicates()
+    assert rule.condition is not None  # sustained: runs open at the frame's first sample
+    rows = prepared.by_time
+    codes = prepared.codes(rule.group_by)[rows]
+    entity_order = by_entity(codes)
+    rows, codes = rows[entity_order], codes[entity_order]
+    times = prepared.times[rows]
+    holds = rule.condition.mask(frame)[rows]
+    start_index = _run_starts(holds, codes, times, rule)
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = codes[1:] != codes[:-1]
+    first_index = np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))
+    # Past `longest` the value is capped: an earlier start would change nothing.
+    open_run = (holds & (start_index == first_index) & (times >= since_us)
+                & (times - times[first_index] < rule.longest * _US))
+    return frame.iloc[rows[open_run]].loc[:, columns].drop_duplicates()
+
+
+# Reads the events of some entities (a frame of group_by columns) from a moment to the end
+# of what is being detected.
+Reader = Callable[[datetime, pd.DataFrame], pd.DataFrame]
+
+
+def decided_firings(rule: Rule, recent: TopicFrame, read: Reader, since: datetime,
+                    models: Sequence[forest.ForestModel] = ()) -> pd.DataFrame:
+    """The rule's firings at t >= since. `recent` holds the topic's events from at least
+    `recent_reach(rule)` before `since`; the whole look-back is read only for the
+    entities that need it (`undecided`)."""
+    since_us = epoch_us(since)
+    fired = firings(rule, recent, models)
+    fired = fired[fired["t"] >= since_us]
+    near = undecided(rule, recent, since_us)
+    if near.empty:
+        return fired
+    again = firings(rule, TopicFrame(read(since - timedelta(seconds=rule.lookback), near)),
+                    models)
+    return pd.concat([fired[~among(fired, near)],
+                      again[(again["t"] >= since_us) & among(again, near)]],
+                     ignore_index=True)
+
+
+def among(frame: pd.DataFrame, entities: pd.DataFrame) -> pd.Series:
+    """Rows whose every group column holds one of the values listed for it in `entities`
+    (a superset of those entities when they have several columns: the readers filter
+    the lake the same way)."""
+    keep = pd.Series(True, index=frame.index)
+    for column in entities.columns:
+        listed = entities[column].astype(object)
+        values = frame[column].astype(object)
+        hit = values.isin(set(listed.dropna()))
+        if listed.isna().any():
+            hit |= values.isna()
+        keep &= hit
+    return keep
+
+
 def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
               ) -> pd.DataFrame:
     """Fold firings with start <= t < end into one anomaly per (entity, re-alert bucket)."""
-    lo, hi = _epoch_us(start), _epoch_us(end)
+    lo, hi = epoch_us(start), epoch_us(end)
     fired = fired[(fired["t"] >= lo) & (fired["t"] < hi)]
     if fired.empty:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
@@ -184,6 +271,10 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
     firsts = np.concatenate(([0], cut))
     lasts = np.concatenate((cut, [len(t)])) - 1
     peaks = np.maximum.reduceat(values, firsts)
+    # A firing stands for `weight` firings when earlier ones come folded (see carry.py).
+    weights = (fired["weight"].to_numpy(np.int64)[order] if "weight" in fired.columns
+               else np.ones(len(t), np.int64))
+    points = np.add.reduceat(weights, firsts)
     context = [c for c in fired.columns if c.startswith("peak_")]
     context_values = fired[context].to_numpy(dtype=object)[order] if context else None
     keys = fired[list(rule.group_by)].iloc[order[firsts]].to_dict("records")
@@ -208,7 +299,7 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
             "entity": " / ".join("-" if v is None else str(v) for v in group_key.values()),
             "group_key": group_key, "window_start": window_start,
             "first_seen": _utc(int(t[first])), "last_seen": _utc(int(t[last])),
-            "peak": peak, "points": int(last - first + 1),
+            "peak": peak, "points": int(points[k]),
             "title": render_title(rule, group_key, peak, at_peak),
             "context": at_peak,
             "evidence": ({"first": {"partition": int(partitions[first]),
@@ -331,7 +422,7 @@ def _plain(value: Any) -> Any:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _epoch_us(moment: datetime) -> int:
+def epoch_us(moment: datetime) -> int:
     return (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
 
 

@@ -6,21 +6,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import psycopg
 
-from vigil.detect import forest
+from vigil.detect import carry, forest
 from vigil.detect.engine import (
+    ANOMALY_COLUMNS,
+    decided_firings,
     detect,
-    detect_windows,
     floor_to,
     lookback_by_topic,
+    recent_reach,
     to_frame,
 )
+from vigil.detect.frames import TopicFrame
+from vigil.detect.reads import TopicReads
 from vigil.detect.rules import Rule
 from vigil.lake import Lake, floor_hour, hours_between
 from vigil.store import anomaly_rows, load_model, replace_hour, replace_windows, save_model
@@ -150,6 +154,7 @@ class RecentResult:
     removed: int
     by_rule: dict[str, int]
     notes: tuple[str, ...] = ()
+    continued: dict[str, bool] = field(default_factory=dict)  # rule -> folded, not recomputed
 
     @property
     def hours(self) -> list[datetime]:
@@ -162,30 +167,72 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                   landed: dict[str, tuple[datetime, datetime]]) -> RecentResult:
     """Re-detect just the re-alert buckets that newly landed events fall in.
 
-    `landed` maps a topic to the event-time span of what was just landed. Each rule's
-    buckets covering that span are recomputed whole, from the lake (the bucket plus the
-    rule's look-back), so the rows are exactly what detecting the full hour would give —
-    however the events were batched. Buckets never straddle an hour (realert divides it).
+    `landed` maps a topic to the event-time span of what was just landed. Each rule's rows
+    in the buckets covering that span end up exactly as detecting the full hour would leave
+    them, however the events were batched. When none of a rule's stored anomalies there can
+    change (all ended before the batch: carry.py), only firings from the batch's first event
+    on are computed and folded into them; otherwise the buckets are recomputed whole from
+    the lake. Either way a rule reads its own columns, over its look-back — its long one
+    (a baseline hour, a sustained run's start) only for the entities near firing.
+    Buckets never straddle an hour (realert divides it).
     """
     windows: dict[str, tuple[datetime, datetime]] = {}
-    reads: dict[str, tuple[datetime, datetime]] = {}
     for rule in rules:
         if rule.topic not in landed:
             continue
         first, last = landed[rule.topic]
         step = timedelta(seconds=rule.realert)
-        start, end = floor_to(first, step), floor_to(last, step) + step
-        windows[rule.name] = (start, end)
-        read_from = start - timedelta(seconds=rule.lookback)
-        before = reads.get(rule.topic, (read_from, end))
-        reads[rule.topic] = (min(before[0], read_from), max(before[1], end))
+        windows[rule.name] = (floor_to(first, step), floor_to(last, step) + step)
     if not windows:
         return RecentResult({}, 0, 0, 0, {})
+    active = [r for r in rules if r.name in windows]
+    details = {r.name: rule_details(r) for r in rules}
     with detection_lock(conn):
+        stored = carry.stored_anomalies(conn, windows)
+        since = {r.name: landed[r.topic][0] if carry.can_continue(
+            stored[r.name].values(), landed[r.topic][0], details[r.name])
+            else windows[r.name][0] for r in active}
         models, notes = forest_models(
             lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
             retrain=False)
-        found = detect_windows(rules, _read_frames(lake, rules, reads), windows, models)
-        rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
-        written, removed = replace_windows(conn, rows, windows)
-    return RecentResult(windows, len(rows), written, removed, _by_rule(found), tuple(notes))
+        found = _continued(lake, active, since, windows, stored, models)
+        found = [f for f in found if not f.empty]
+        anomalies = (pd.concat(found, ignore_index=True) if found
+                     else pd.DataFrame(columns=ANOMALY_COLUMNS))
+        rows = anomaly_rows(anomalies, details)
+        # A continued rule keeps every stored row (none can change): nothing to drop.
+        recomputed = {name: span for name, span in windows.items()
+                      if since[name] == span[0]}
+        written, removed = replace_windows(conn, rows, recomputed)
+    return RecentResult(windows, len(rows), written, removed, _by_rule(anomalies),
+                        tuple(notes), {name: since[name] > windows[name][0] for name in since})
+
+
+def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
+               windows: dict[str, tuple[datetime, datetime]],
+               stored: dict[str, dict[str, dict[str, Any]]], models: Models
+               ) -> list[pd.DataFrame]:
+    """Each rule's anomalies in its window from its firings at `since` on, folded into its
+    stored anomalies when it continues them (since after the window's start). A topic's
+    rules share one read reaching back as far as the furthest `recent_reach` needs."""
+    spans = {}
+    for topic in sorted({r.topic for r in rules}):
+        mine = [r for r in rules if r.topic == topic]
+        spans[topic] = (min(since[r.name] - timedelta(seconds=r.lookback) for r in mine),
+                        max(windows[r.name][1] for r in mine))
+    reads = TopicReads(lake, spans)
+    found = []
+    for topic, (_, end) in spans.items():
+        mine = [r for r in rules if r.topic == topic]
+        start = min(since[r.name] - timedelta(seconds=recent_reach(r)) for r in mine)
+        recent = TopicFrame(reads.frame(mine, start, end))
+        for rule in mine:
+            def read(start: datetime, only: pd.DataFrame, rule: Rule = rule) -> pd.DataFrame:
+                return reads.frame([rule], start, windows[rule.name][1], only)
+
+            fired = decided_firings(rule, recent, read, since[rule.name],
+                                    models.get(rule.name, ()))
+            continues = since[rule.name] > windows[rule.name][0]
+            found.append(carry.fold(rule, fired, windows[rule.name],
+                                    stored[rule.name] if continues else None))
+    return found
