@@ -172,9 +172,9 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     them, however the events were batched. When none of a rule's stored anomalies there can
     change (all ended before the batch: carry.py), only firings from the batch's first event
     on are computed and folded into them; otherwise the buckets are recomputed whole from
-    the lake. Either way a rule reads its own columns, over its look-back — its long one
-    (a baseline hour, a sustained run's start) only for the entities near firing.
-    Buckets never straddle an hour (realert divides it).
+    the lake. Either way a topic's rules share one read reaching each rule's window back;
+    the long look-backs (a baseline hour, a sustained run's start) are read only for the
+    entities near firing. Buckets never straddle an hour (realert divides it).
     """
     windows: dict[str, tuple[datetime, datetime]] = {}
     for rule in rules:

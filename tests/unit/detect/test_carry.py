@@ -52,6 +52,21 @@ def recent(rule: Rule, frame: pd.DataFrame, since: datetime) -> TopicFrame:
     return TopicFrame(frame[frame["timestamp"] >= start].reset_index(drop=True))
 
 
+def lake_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows).sort_values("timestamp", kind="stable", ignore_index=True)
+    frame["_partition"], frame["_offset"] = 0, np.arange(len(frame))
+    return frame
+
+
+def decide(rule: Rule, frame: pd.DataFrame, since: datetime
+           ) -> tuple[pd.DataFrame, list[tuple[datetime, list[str]]]]:
+    """decided_firings over `frame`, checked against detecting it whole; and its reads."""
+    read, reads = reader(frame)
+    decided = decided_firings(rule, recent(rule, frame, since), read, since)
+    assert same(decided, whole(rule, frame, since))
+    return decided, reads
+
+
 def whole(rule: Rule, frame: pd.DataFrame, since: datetime) -> pd.DataFrame:
     fired = firings(rule, TopicFrame(frame))
     return fired[fired["t"] >= epoch_us(since)]
@@ -75,13 +90,8 @@ def test_a_user_baseline_is_read_for_the_users_over_min_count_only() -> None:
         rows.append({"timestamp": at(3300 + 2 * i), "user_id": "u-quiet"})
     for i in range(0, 3600, 7):  # many users with a log now and then
         rows.append({"timestamp": at(i), "user_id": f"u{i % 97}"})
-    frame = pd.DataFrame(rows).sort_values("timestamp", kind="stable", ignore_index=True)
-    frame["_partition"], frame["_offset"] = 0, np.arange(len(frame))
-    since = at(3330)
-
-    read, reads = reader(frame)
-    decided = decided_firings(rule, recent(rule, frame, since), read, since)
-    assert same(decided, whole(rule, frame, since))
+    frame, since = lake_frame(rows), at(3330)
+    decided, reads = decide(rule, frame, since)
     assert set(decided["user_id"]) == {"u-quiet"}
     # The hour was read only for the users over min_count; the rest, 5 minutes back.
     assert recent_reach(rule) == rule.window and reads == [
@@ -96,13 +106,8 @@ def test_a_sustained_run_reads_back_to_its_start_only_for_hosts_still_in_it() ->
             for s in range(0, 1500, 10)]
     rows += [{"timestamp": at(s), "host": "h-ok", "cpu_percent": 90.0 if s % 120 else 20.0}
              for s in range(0, 1500, 10)]
-    frame = pd.DataFrame(rows).sort_values("timestamp", kind="stable", ignore_index=True)
-    frame["_partition"], frame["_offset"] = 0, np.arange(len(frame))
-    since = at(1200)
-
-    read, reads = reader(frame)
-    decided = decided_firings(rule, recent(rule, frame, since), read, since)
-    assert same(decided, whole(rule, frame, since))
+    frame, since = lake_frame(rows), at(1200)
+    decided, reads = decide(rule, frame, since)
     assert set(decided["host"]) == {"h-hot"} and decided["value"].max() > 1200
     assert reads == [(since - timedelta(seconds=rule.lookback), ["h-hot"])]
 
