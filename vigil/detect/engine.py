@@ -24,13 +24,13 @@ import pandas as pd
 import pyarrow as pa
 
 from vigil.detect import forest, likelihood
-from vigil.detect.frames import TopicFrame, by_entity, entity_codes, keyed
+from vigil.detect.frames import TopicFrame, entity_codes, keyed
 from vigil.detect.rules import Rule
 
 DETECTOR = "rules"
 DETECTOR_VERSION = "rules-1"
 _US = 1_000_000
-_EVIDENCE = ("_partition", "_offset")  # landed rows carry their Kafka coordinates
+EVIDENCE = ("_partition", "_offset")  # landed rows carry their Kafka coordinates
 
 ANOMALY_COLUMNS = ["id", "rule", "detector", "detector_version", "topic", "level", "entity",
                    "group_key", "window_start", "first_seen", "last_seen", "peak", "points",
@@ -50,7 +50,7 @@ def firings(rule: Rule, events: pd.DataFrame | TopicFrame,
     firings also say which feature was furthest from usual (`peak_*` columns)."""
     prepared = events if isinstance(events, TopicFrame) else TopicFrame(events)
     frame = prepared.frame
-    carried = [*rule.group_by, *(c for c in _EVIDENCE if c in frame.columns)]
+    carried = [*rule.group_by, *(c for c in EVIDENCE if c in frame.columns)]
     if frame.empty:
         return pd.DataFrame(columns=[*rule.group_by, "t", "value"])
     if rule.forest is not None:
@@ -70,12 +70,8 @@ def firings(rule: Rule, events: pd.DataFrame | TopicFrame,
                       _values(rule, frame.iloc[rows]))
     if rule.likelihood is not None:
         return _likelihood_firings(rule, prepared, carried)
-    rows = prepared.by_time
-    if rule.where is not None:
-        rows = rows[rule.where.mask(frame)[rows]]
-    codes = prepared.codes(rule.group_by)[rows]
-    entity_order = by_entity(codes)
-    rows, codes = rows[entity_order], codes[entity_order]  # by (entity, time)
+    rows, codes = prepared.entity_rows(
+        rule.group_by, None if rule.where is None else rule.where.mask(frame))
     times = prepared.times[rows]
     if rule.type == "window_count":
         key = keyed(codes, times, int(rule.window * _US))
@@ -109,10 +105,7 @@ def surprise_by_entity(rule: Rule, prepared: TopicFrame
     entity's run of them, surprise). Each entity's series is scored on its own, from its past."""
     spec = rule.likelihood
     assert spec is not None
-    rows = prepared.by_time
-    codes = prepared.codes(rule.group_by)[rows]
-    order = by_entity(codes)
-    rows, codes = rows[order], codes[order]
+    rows, codes = prepared.entity_rows(rule.group_by)
     values = pd.to_numeric(prepared.frame[spec.column], errors="coerce").to_numpy(
         dtype=float)[rows]
     scores = np.zeros(len(rows))
@@ -198,10 +191,7 @@ def undecided(rule: Rule, prepared: TopicFrame, since_us: int) -> pd.DataFrame:
         near = firings(probe, prepared)
         return near.loc[near["t"] >= since_us, columns].drop_duplicates()
     assert rule.condition is not None  # sustained: runs open at the frame's first sample
-    rows = prepared.by_time
-    codes = prepared.codes(rule.group_by)[rows]
-    entity_order = by_entity(codes)
-    rows, codes = rows[entity_order], codes[entity_order]
+    rows, codes = prepared.entity_rows(rule.group_by)
     times = prepared.times[rows]
     holds = rule.condition.mask(frame)[rows]
     start_index = _run_starts(holds, codes, times, rule)
@@ -278,7 +268,7 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
     context = [c for c in fired.columns if c.startswith("peak_")]
     context_values = fired[context].to_numpy(dtype=object)[order] if context else None
     keys = fired[list(rule.group_by)].iloc[order[firsts]].to_dict("records")
-    evidence = all(c in fired.columns for c in _EVIDENCE)
+    evidence = all(c in fired.columns for c in EVIDENCE)
     if evidence:
         partitions = fired["_partition"].to_numpy()[order]
         offsets = fired["_offset"].to_numpy()[order]

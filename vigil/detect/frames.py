@@ -36,6 +36,17 @@ class TopicFrame:
                 self._codes[column] = column_codes(self.frame[column])
         return combine([self._codes[c] for c in group_by])
 
+    def entity_rows(self, group_by: tuple[str, ...], keep: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices ordered by (entity, time) — the order window logic walks — and their
+        entity codes; `keep` (a mask over rows) drops rows first."""
+        rows = self.by_time
+        if keep is not None:
+            rows = rows[keep[rows]]
+        codes = self.codes(group_by)[rows]
+        order = by_entity(codes)
+        return rows[order], codes[order]
+
 
 def column_codes(column: pd.Series) -> np.ndarray:
     """Dense codes of one column (nulls are a value of their own), via Arrow's hashing."""

@@ -16,6 +16,7 @@ import psycopg
 from vigil.detect import carry, forest
 from vigil.detect.engine import (
     ANOMALY_COLUMNS,
+    EVIDENCE,
     decided_firings,
     detect,
     floor_to,
@@ -89,7 +90,7 @@ def _read_frames(lake: Lake, rules: list[Rule], spans: dict[str, tuple[datetime,
 
 
 def _read(lake: Lake, rules: list[Rule], start: datetime, end: datetime) -> pd.DataFrame:
-    columns = sorted(set().union(*(r.columns() for r in rules)) | {"_partition", "_offset"})
+    columns = sorted(set().union(*(r.columns() for r in rules)) | set(EVIDENCE))
     return to_frame(lake.read_events(rules[0].topic, start, end, columns=columns,
                                      dictionary=True))
 
@@ -189,23 +190,25 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     details = {r.name: rule_details(r) for r in rules}
     with detection_lock(conn):
         stored = carry.stored_anomalies(conn, windows)
-        since = {r.name: landed[r.topic][0] if carry.can_continue(
-            stored[r.name].values(), landed[r.topic][0], details[r.name])
-            else windows[r.name][0] for r in active}
+        continued = {r.name: carry.can_continue(stored[r.name].values(), landed[r.topic][0],
+                                                details[r.name]) for r in active}
+        since = {r.name: landed[r.topic][0] if continued[r.name] else windows[r.name][0]
+                 for r in active}
         models, notes = forest_models(
             lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
             retrain=False)
-        found = _continued(lake, active, since, windows, stored, models)
+        found = _continued(lake, active, since, windows,
+                           {name: stored[name] for name, flag in continued.items() if flag},
+                           models)
         found = [f for f in found if not f.empty]
         anomalies = (pd.concat(found, ignore_index=True) if found
                      else pd.DataFrame(columns=ANOMALY_COLUMNS))
         rows = anomaly_rows(anomalies, details)
         # A continued rule keeps every stored row (none can change): nothing to drop.
-        recomputed = {name: span for name, span in windows.items()
-                      if since[name] == span[0]}
+        recomputed = {name: windows[name] for name, flag in continued.items() if not flag}
         written, removed = replace_windows(conn, rows, recomputed)
     return RecentResult(windows, len(rows), written, removed, _by_rule(anomalies),
-                        tuple(notes), {name: since[name] > windows[name][0] for name in since})
+                        tuple(notes), continued)
 
 
 def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
@@ -213,7 +216,7 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
                stored: dict[str, dict[str, dict[str, Any]]], models: Models
                ) -> list[pd.DataFrame]:
     """Each rule's anomalies in its window from its firings at `since` on, folded into its
-    stored anomalies when it continues them (since after the window's start). A topic's
+    `stored` anomalies when it continues them (a rule absent from `stored` recomputes). A topic's
     rules share one read reaching back as far as the furthest `recent_reach` needs."""
     spans = {}
     for topic in sorted({r.topic for r in rules}):
@@ -232,7 +235,5 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
 
             fired = decided_firings(rule, recent, read, since[rule.name],
                                     models.get(rule.name, ()))
-            continues = since[rule.name] > windows[rule.name][0]
-            found.append(carry.fold(rule, fired, windows[rule.name],
-                                    stored[rule.name] if continues else None))
+            found.append(carry.fold(rule, fired, windows[rule.name], stored.get(rule.name)))
     return found

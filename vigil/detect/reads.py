@@ -10,11 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from vigil.detect.engine import to_frame
+from vigil.detect.engine import EVIDENCE, to_frame
 from vigil.detect.rules import Rule
 from vigil.lake import Lake, scan_events
-
-EVIDENCE = {"_partition", "_offset"}
 
 
 class TopicReads:
@@ -27,7 +25,7 @@ class TopicReads:
               only: pd.DataFrame | None = None) -> pd.DataFrame:
         """Events of the rules' topic in [start, end) with the columns they read; `only`
         keeps the entities it lists (its columns are group_by columns)."""
-        columns = sorted(set().union(*(r.columns() for r in rules)) | EVIDENCE)
+        columns = sorted(set().union(*(r.columns() for r in rules)) | set(EVIDENCE))
         where = None if only is None else entity_filter(only)
         return to_frame(scan_events(self._datasets[rules[0].topic], start, end, columns,
                                     dictionary=True, where=where))
