@@ -179,6 +179,21 @@ def recent_reach(rule: Rule) -> float:
     return rule.lookback
 
 
+def may_fire(rule: Rule, frame: pd.DataFrame) -> np.ndarray:
+    """Rows the rule could fire at, judged by each row alone: a firing's own event meets
+    the rule's `where` and, for a sustained run, its condition. Only the entities of such
+    rows need their past read."""
+    keep = np.ones(len(frame), dtype=bool)
+    if rule.forest is not None or rule.likelihood is not None:  # any event may score
+        return keep
+    if rule.where is not None:
+        keep &= rule.where.mask(frame)
+    if rule.type in ("sustained", "threshold"):
+        assert rule.condition is not None
+        keep &= rule.condition.mask(frame)
+    return keep
+
+
 def undecided(rule: Rule, prepared: TopicFrame, since_us: int) -> pd.DataFrame:
     """The entities (group_by columns) whose firings at t >= since_us a frame reaching only
     `recent_reach(rule)` back cannot decide; their firings need the whole look-back."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
 
 from vigil.detect import carry, forest
 from vigil.detect.engine import (
@@ -21,11 +22,10 @@ from vigil.detect.engine import (
     detect,
     floor_to,
     lookback_by_topic,
-    recent_reach,
     to_frame,
 )
 from vigil.detect.frames import TopicFrame
-from vigil.detect.reads import TopicReads
+from vigil.detect.reads import TopicReads, distinct, share_key
 from vigil.detect.rules import Rule
 from vigil.lake import Lake, floor_hour, hours_between
 from vigil.store import anomaly_rows, load_model, replace_hour, replace_windows, save_model
@@ -217,7 +217,8 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
                ) -> list[pd.DataFrame]:
     """Each rule's anomalies in its window from its firings at `since` on, folded into its
     `stored` anomalies when it continues them (a rule absent from `stored` recomputes). A topic's
-    rules share one read reaching back as far as the furthest `recent_reach` needs."""
+    rules share one read of what is being detected; before it, the past `recent_reach` needs
+    is read only for the entities detected, once per group of rules keyed alike."""
     spans = {}
     for topic in sorted({r.topic for r in rules}):
         mine = [r for r in rules if r.topic == topic]
@@ -227,13 +228,20 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
     found = []
     for topic, (_, end) in spans.items():
         mine = [r for r in rules if r.topic == topic]
-        start = min(since[r.name] - timedelta(seconds=recent_reach(r)) for r in mine)
-        recent = TopicFrame(reads.frame(mine, start, end))
-        for rule in mine:
-            def read(start: datetime, only: pd.DataFrame, rule: Rule = rule) -> pd.DataFrame:
-                return reads.frame([rule], start, windows[rule.name][1], only)
+        head = min(since[r.name] for r in mine)
+        batch = reads.table(mine, head, end)
+        for key in sorted({share_key(r) for r in mine}):
+            sharing = [r for r in mine if share_key(r) == key]
+            recent = TopicFrame(reads.with_past(sharing, batch, min(
+                since[r.name] for r in sharing), head))
+            for rule in sharing:
+                def read(start: datetime, only: pd.DataFrame, rule: Rule = rule) -> pd.DataFrame:
+                    listed = pa.Table.from_pandas(only, preserve_index=False)
+                    return to_frame(reads.narrowed([rule], start, windows[rule.name][1],
+                                                   distinct(listed, tuple(only.columns))))
 
-            fired = decided_firings(rule, recent, read, since[rule.name],
-                                    models.get(rule.name, ()))
-            found.append(carry.fold(rule, fired, windows[rule.name], stored.get(rule.name)))
+                fired = decided_firings(rule, recent, read, since[rule.name],
+                                        models.get(rule.name, ()))
+                found.append(carry.fold(rule, fired, windows[rule.name],
+                                        stored.get(rule.name)))
     return found

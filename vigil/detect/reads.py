@@ -1,47 +1,143 @@
 """One detection run's reads of the lake: each rule reads only its columns over its own
 span, and every read of a topic scans one dataset, so a file's footer is parsed once per
-run however many rules read it (an hour holds thousands of small files under load)."""
+run however many rules read it (an hour holds thousands of small files under load).
+
+Before a batch, a rule needs the past only of the entities the batch holds: a firing
+depends on its own entity's events alone. So the past is read narrowed to those entities
+(and to the rule's `where`), as plain strings: testing a few thousand ids against every
+row's string is several times cheaper than unifying the dictionaries of minutes of logs
+(over a million distinct user ids in five minutes at 20,000 events/s)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from vigil.detect.engine import EVIDENCE, to_frame
+from vigil.detect.engine import EVIDENCE, epoch_us, may_fire, recent_reach, to_frame
+from vigil.detect.frames import micros
 from vigil.detect.rules import Rule
-from vigil.lake import Lake, scan_events
+from vigil.lake import GROUPING_FIELDS, Lake, scan_events
+
+# Past this many entities in a batch (a whole bucket recomputed) the past is read whole.
+NARROW_LIMIT = 100_000
 
 
 class TopicReads:
     def __init__(self, lake: Lake, spans: dict[str, tuple[datetime, datetime]]) -> None:
         """`spans`: per topic, the widest [start, end) any read of this run will ask for."""
+        self._lake, self._spans = lake, spans
         self._datasets = {topic: lake.raw_dataset(topic, start, end, dictionary=True)
                           for topic, (start, end) in spans.items()}
+        self._plain: dict[str, pads.Dataset] = {}
 
-    def frame(self, rules: list[Rule], start: datetime, end: datetime,
-              only: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Events of the rules' topic in [start, end) with the columns they read; `only`
-        keeps the entities it lists (its columns are group_by columns)."""
-        columns = sorted(set().union(*(r.columns() for r in rules)) | set(EVIDENCE))
-        where = None if only is None else entity_filter(only)
-        return to_frame(scan_events(self._datasets[rules[0].topic], start, end, columns,
-                                    dictionary=True, where=where))
+    def table(self, rules: list[Rule], start: datetime, end: datetime) -> pa.Table:
+        """Events of the rules' topic in [start, end) with the columns they read, grouping
+        columns as Arrow dictionaries (one per column), ordered by time."""
+        return scan_events(self._datasets[rules[0].topic], start, end, read_columns(rules),
+                           dictionary=True)
+
+    def narrowed(self, rules: list[Rule], start: datetime, end: datetime,
+                 entities: dict[str, pa.Array], where: pads.Expression | None = None
+                 ) -> pa.Table:
+        """Like `table`, only rows of the `entities` listed (each group column's values: a
+        superset of the entities when there are several columns) that also meet `where`."""
+        topic = rules[0].topic
+        if topic not in self._plain:  # footers parsed once more, not per read
+            self._plain[topic] = self._lake.raw_dataset(topic, *self._spans[topic])
+        condition = entity_filter(entities)
+        if where is not None:
+            condition = condition & where
+        rows = scan_events(self._plain[topic], start, end, read_columns(rules), where=condition)
+        return as_dictionaries(rows, self._datasets[topic].schema)
+
+    def with_past(self, rules: list[Rule], batch: pa.Table, since: datetime,
+                  head: datetime) -> pd.DataFrame:
+        """The `batch` (a `table` from `head` on) with, before it, the past each rule's
+        first read needs (`recent_reach` before `since`) of the entities in the batch from
+        `since` on that any of the rules could fire at (`may_fire`). The rules share their
+        group columns and pushed-down `where`."""
+        columns = read_columns(rules)
+        recent = batch.select(columns)
+        needing = [r for r in rules if recent_reach(r) > 0]
+        if not needing or recent.num_rows == 0:
+            return to_frame(recent)
+        start = min(since - pd.Timedelta(seconds=recent_reach(r)) for r in needing)
+        if start >= head:
+            return to_frame(recent)
+        frame = to_frame(recent)
+        detected = micros(frame) >= epoch_us(since)
+        firing = np.logical_or.reduce([may_fire(r, frame) for r in needing])
+        entities = distinct(recent.filter(pa.array(detected & firing)), rules[0].group_by)
+        if all(len(values) == 0 for values in entities.values()):
+            return frame
+        where = pushed_where(rules[0])
+        if max(len(values) for values in entities.values()) <= NARROW_LIMIT:
+            past = self.narrowed(rules, start, head, entities, where)
+        else:  # a whole bucket recomputed: a filter this long costs more than it saves
+            past = scan_events(self._datasets[rules[0].topic], start, head, columns,
+                               dictionary=True, where=where)
+        # The past ends before `head`: both parts in time order, so is their concatenation.
+        joined = pa.concat_tables([past.select(columns), recent]).unify_dictionaries()
+        return to_frame(joined)
 
 
-def entity_filter(entities: pd.DataFrame) -> pads.Expression:
-    """Rows whose every group column holds one of the listed values: a superset of the
+def read_columns(rules: list[Rule]) -> list[str]:
+    return sorted(set().union(*(r.columns() for r in rules)) | set(EVIDENCE))
+
+
+def pushed_where(rule: Rule) -> pads.Expression | None:
+    """The rule's `where` as a scan filter, for the rule types whose firings apply it to
+    every row (a forest or likelihood rule does not; neither is pushed down)."""
+    if rule.where is None or rule.type not in ("window_count", "baseline_ratio", "sustained"):
+        return None
+    if not set(rule.where.columns()) <= GROUPING_FIELDS:  # string columns: `in` compares alike
+        return None
+    return rule.where.expression()
+
+
+def share_key(rule: Rule) -> tuple[tuple[str, ...], str]:
+    """Rules with equal keys share one narrowed read of the past."""
+    where = pushed_where(rule)
+    return rule.group_by, "" if where is None else str(where)
+
+
+def distinct(table: pa.Table, columns: tuple[str, ...]) -> dict[str, pa.Array]:
+    """Each column's distinct values (decoded from a dictionary; null among them if any)."""
+    found = {}
+    for name in columns:
+        values = pc.unique(table.column(name))
+        found[name] = values.dictionary_decode() if pa.types.is_dictionary(values.type) \
+            else values
+    return found
+
+
+def entity_filter(entities: dict[str, pa.Array]) -> pads.Expression:
+    """Rows whose every group column holds one of its listed values: a superset of the
     listed entities when they have several columns, which is safe for its callers."""
     condition: pads.Expression | None = None
-    for column in entities.columns:
-        listed = entities[column].astype(object)
-        values = list(listed.dropna().unique())
-        field = pads.field(column)
-        test = field.isin(pa.array(values)) if values else field.is_null()
-        if values and listed.isna().any():
+    for name, values in entities.items():
+        present = values.drop_null()
+        field = pads.field(name)
+        test = field.isin(present) if len(present) else field.is_null()
+        if len(present) and values.null_count:
             test = test | field.is_null()
         condition = test if condition is None else condition & test
     assert condition is not None, "entities need at least one column"
     return condition
+
+
+def as_dictionaries(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A plain read cast to the dictionary read's types (a small, narrowed table)."""
+    columns = []
+    for name in table.column_names:
+        column = table.column(name)
+        wanted = schema.field(name).type
+        if pa.types.is_dictionary(wanted) and not pa.types.is_dictionary(column.type):
+            column = pc.dictionary_encode(column.combine_chunks()).cast(wanted)
+        columns.append(column)
+    return pa.table(columns, schema=pa.schema([schema.field(n) for n in table.column_names]))

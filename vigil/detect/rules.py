@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import yaml
 
 from vigil.detect.likelihood import LikelihoodSpec
@@ -55,6 +58,24 @@ class Condition:
             parts = self.spec.get("all_of") or self.spec.get("any_of") or []
             return [c for part in parts for c in Condition(part).columns()]
         return [self.spec["column"]]
+
+    def expression(self) -> pads.Expression | None:
+        """The same test as a scan filter, where Arrow's answers equal `mask`'s for every
+        row (`in` and `not_null`, combined); None for any other test."""
+        spec = self.spec
+        combined = spec.get("all_of") or spec.get("any_of")
+        if combined is not None:
+            parts = [Condition(p).expression() for p in combined]
+            if not parts or any(p is None for p in parts):
+                return None
+            join = operator.and_ if "all_of" in spec else operator.or_
+            return functools.reduce(join, parts)
+        field = pads.field(spec["column"])
+        if "in" in spec and all(isinstance(v, str) for v in spec["in"]):
+            return field.isin(pa.array(spec["in"], pa.string()))
+        if "not_null" in spec:
+            return field.is_valid() if spec["not_null"] else field.is_null()
+        return None
 
     def mask(self, frame: pd.DataFrame) -> np.ndarray:
         spec = self.spec
