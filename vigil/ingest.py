@@ -244,8 +244,14 @@ def _write(lake: Lake, area: str, topic: str, partition: int, hour: datetime,
     first, last = pc.min(offsets).as_py(), pc.max(offsets).as_py()
     directory = hour_dir(area, topic, hour)
     lake.remove_stale_temporaries(directory)
-    relative = f"{directory}/{file_name(topic, partition, first)}"
+    events = None
+    if area == "raw":  # named with its event times: reads of a span skip it unopened
+        stamps = pc.min_max(part.column("timestamp").cast(pa.int64()))
+        events = (stamps["min"].as_py(), stamps["max"].as_py())
+    relative = f"{directory}/{file_name(topic, partition, first, events)}"
     size = lake.write(relative, part)
+    if events is not None:  # the same rows landed before names carried times: one copy
+        lake.remove(f"{directory}/{file_name(topic, partition, first)}")
     return WrittenFile(relative, part.num_rows, size, floor_hour(hour), partition, first, last)
 
 

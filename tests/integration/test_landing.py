@@ -172,6 +172,24 @@ def test_sigkill_mid_write_leaves_no_readable_partial_and_a_rerun_is_exact(
     assert not [p for p in lake_root.rglob("*.tmp")], "temporaries are cleaned on re-run"
 
 
+def test_re_landing_files_named_before_they_carried_times_keeps_one_copy(
+        stack: Settings, tmp_path: Path) -> None:
+    produced, ranges = produce_ranges(stack.kafka_bootstrap, seconds=5, rate=2_000, seed=35)
+    lake_root = tmp_path / "lake"
+    lake = Lake(lake_root.as_uri())
+    land_offset_ranges(lake, stack.kafka_bootstrap, ranges, datetime.now(UTC))
+    named = list((lake_root / "raw").rglob("*.parquet"))
+    assert named and all("+t" in p.name for p in named)
+    for path in named:  # as an earlier version named them
+        path.rename(path.with_name(path.name.split("+t")[0] + ".parquet"))
+
+    land_offset_ranges(lake, stack.kafka_bootstrap, ranges, datetime.now(UTC))
+    raw = _all_raw(lake)
+    assert {t: raw[t].num_rows for t in TOPICS} == produced
+    assert sorted(p.name for p in (lake_root / "raw").rglob("*.parquet")) == sorted(
+        p.name for p in named)
+
+
 def test_transactional_topic_lands_committed_records_only(stack: Settings,
                                                           tmp_path: Path) -> None:
     topic = "transactions"

@@ -26,6 +26,7 @@ import pyarrow as pa
 from vigil.detect import forest, likelihood
 from vigil.detect.frames import TopicFrame, entity_codes, keyed
 from vigil.detect.rules import Rule
+from vigil.lake import epoch_us
 
 DETECTOR = "rules"
 DETECTOR_VERSION = "rules-1"
@@ -425,10 +426,6 @@ def _plain(value: Any) -> Any:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def epoch_us(moment: datetime) -> int:
-    return (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
 def _utc(micros: int) -> datetime:

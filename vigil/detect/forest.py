@@ -22,6 +22,7 @@ import pandas as pd
 
 from vigil.detect.frames import TopicFrame, by_entity, keyed
 from vigil.detect.rules import ForestSpec, Rule
+from vigil.lake import epoch_us
 
 DETECTOR = "isolation_forest"
 VERSION = "iforest-2"  # stored models are keyed by it: bump when features or scoring change
@@ -270,7 +271,7 @@ def score(rule: Rule, prepared: TopicFrame, models: list[ForestModel]) -> Scored
         raw = feature_matrix(spec, prepared, rule.group_by)
         codes, labels = entity_labels(prepared, rule.group_by)
         for model in models:
-            lo = _epoch_us(model.hour)
+            lo = epoch_us(model.hour)
             rows = np.flatnonzero((prepared.times >= lo) & (prepared.times < lo + 3600 * _US))
             if len(rows) == 0:
                 continue
@@ -304,10 +305,6 @@ def _feature_name(feature: str) -> str:
     if kind == "gap":
         return "seconds since previous"
     return arg if kind == "log" else feature
-
-
-def _epoch_us(moment: datetime) -> int:
-    return int(pd.Timestamp(moment).value // 1000)
 
 
 def training_span(rule: Rule, hour: datetime) -> tuple[datetime, datetime]:
