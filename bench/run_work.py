@@ -5,9 +5,9 @@ then lands it the way the sensor cuts it (--batch offsets per run, one run after
 after each landing, detects what it touched exactly as an ingest run does (`detect_recent`).
 Prints, per minute of event time already in the lake, the median seconds of the two steps
 side by side and their ratio: landing costs the same per batch; detection grows until the
-lake holds the rules' windows (5 minutes) and then stays level, since a run reads its rules'
-windows back from the batch and continues the stored anomalies rather than re-reading whole
-re-alert buckets and hour-long look-backs.
+lake holds the rules' windows (5 minutes) and then stays level: a run reads the batch and,
+before it, only the past of the entities in it that may fire, and continues the stored
+anomalies rather than re-reading whole re-alert buckets and hour-long look-backs.
 Run: .venv/bin/python bench/run_work.py [--minutes 10 --rate 20000 --batch 120000]
 """
 

@@ -94,9 +94,11 @@ def replace_hour(conn: psycopg.Connection[Any], detectors: Iterable[str], hour: 
 
 
 def replace_windows(conn: psycopg.Connection[Any], rows: Iterable[dict[str, Any]],
-                    windows: dict[str, tuple[datetime, datetime]]) -> tuple[int, int]:
+                    windows: dict[str, tuple[datetime, datetime]],
+                    stale: Iterable[str] = ()) -> tuple[int, int]:
     """Upsert anomalies recomputed over some re-alert buckets of each rule, and drop that
-    rule's rows in those buckets it no longer finds. One transaction."""
+    rule's rows in those buckets it no longer finds, and the `stale` ids (anomalies
+    recomputed for some entities only) it did not find again. One transaction."""
     rows = list(rows)
     with conn.transaction(), conn.cursor() as cur:
         if rows:
@@ -108,6 +110,10 @@ def replace_windows(conn: psycopg.Connection[Any], rows: Iterable[dict[str, Any]
             cur.execute("DELETE FROM anomaly_events WHERE rule = %s AND window_start >= %s "
                         "AND window_start < %s AND NOT (id = ANY(%s))",
                         (rule, start, end, ids))
+            removed += cur.rowcount
+        gone = sorted(set(stale) - set(ids))
+        if gone:
+            cur.execute("DELETE FROM anomaly_events WHERE id = ANY(%s)", (gone,))
             removed += cur.rowcount
     return written, removed
 

@@ -1,12 +1,14 @@
 """Continue an anomaly already stored instead of recomputing its whole re-alert bucket.
 
-A rule's firing at t depends only on events at or before t. When every stored anomaly of
-a rule in the buckets a batch touches ends before the batch's first event, none of their
-firings can change: the ingest run then computes firings only from the batch's first event
-on and folds each stored anomaly in as two stand-in firings — its first (carrying its peak,
-its point count as weight, the first evidence and the context at the peak) and its last.
-The fold then gives exactly the row a detection of the whole bucket gives: first and last
-seen, evidence, points, and the peak (an earlier peak wins a tie, as it does in one pass).
+A rule's firing at t depends only on events at or before t, and on its own entity's. So a
+stored anomaly that ends before a batch's first event cannot change: the ingest run
+computes firings only from the batch's first event on and folds each such anomaly in as
+two stand-in firings — its first (carrying its peak, its point count as weight, the first
+evidence and the context at the peak) and its last. The fold then gives exactly the row a
+detection of the whole bucket gives: first and last seen, evidence, points, and the peak
+(an earlier peak wins a tie, as it does in one pass). An anomaly that ends at or after the
+batch's first event may still change (runs in flight overlap in event time): its entity
+is recomputed from the bucket's start instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import pandas as pd
 import psycopg
 
-from vigil.detect.engine import anomalies, epoch_us
+from vigil.detect.engine import among, anomalies, epoch_us
 from vigil.detect.rules import Rule
 
 _EARLIER = """
@@ -43,18 +45,40 @@ def stored_anomalies(conn: psycopg.Connection[Any],
     return found
 
 
-def can_continue(stored: Iterable[dict[str, Any]], batch_start: datetime,
-                 details: dict[str, Any]) -> bool:
-    """True when none of these anomalies can change by events from batch_start on: each
-    ended before it, carries its evidence, and was found with the rule as configured now
-    (an edited rule recomputes the bucket)."""
+def foldable(stored: Iterable[dict[str, Any]], details: dict[str, Any]) -> bool:
+    """True when these anomalies can be continued: each carries its evidence and was found
+    with the rule as configured now (an edited rule recomputes the bucket)."""
     for anomaly in stored:
         evidence, metrics = anomaly["evidence"] or {}, anomaly["metrics"] or {}
-        if (anomaly["last"] >= batch_start or "first" not in evidence
-                or "last" not in evidence
+        if ("first" not in evidence or "last" not in evidence
                 or any(metrics.get(k) != v for k, v in details.items())):
             return False
     return True
+
+
+def reopened(rule: Rule, stored: Iterable[dict[str, Any]], batch_start: datetime
+             ) -> pd.DataFrame:
+    """The entities (group columns) of anomalies that events from batch_start on may still
+    change (they end at or after it: runs in flight overlap in event time). Those entities
+    are recomputed from their bucket's start; every other one is continued."""
+    keys = [{c: anomaly["tags"].get(c) for c in rule.group_by} for anomaly in stored
+            if anomaly["last"] >= batch_start]
+    return pd.DataFrame.from_records(keys, columns=list(rule.group_by)).drop_duplicates(
+        ignore_index=True)
+
+
+def split(rule: Rule, stored: dict[str, dict[str, Any]], entities: pd.DataFrame
+          ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(the anomalies kept to continue, the ids of those of `entities`, recomputed).
+    `entities` match as `among` matches them, as the firings recomputed for them are."""
+    if entities.empty or not stored:
+        return stored, []
+    ids = list(stored)
+    keys = pd.DataFrame.from_records([{c: stored[i]["tags"].get(c) for c in rule.group_by}
+                                      for i in ids], columns=list(rule.group_by))
+    hit = among(keys, entities).to_numpy()
+    return ({i: stored[i] for i, h in zip(ids, hit, strict=True) if not h},
+            [i for i, h in zip(ids, hit, strict=True) if h])
 
 
 def stand_ins(rule: Rule, stored: Iterable[dict[str, Any]]) -> pd.DataFrame:

@@ -18,14 +18,17 @@ from vigil.detect import carry, forest
 from vigil.detect.engine import (
     ANOMALY_COLUMNS,
     EVIDENCE,
+    Reader,
+    among,
     decided_firings,
     detect,
     floor_to,
     lookback_by_topic,
+    recent_reach,
     to_frame,
 )
 from vigil.detect.frames import TopicFrame
-from vigil.detect.reads import TopicReads, distinct, share_key
+from vigil.detect.reads import NARROW_LIMIT, TopicReads, distinct, share_key
 from vigil.detect.rules import Rule
 from vigil.lake import Lake, floor_hour, hours_between
 from vigil.store import anomaly_rows, load_model, replace_hour, replace_windows, save_model
@@ -156,6 +159,7 @@ class RecentResult:
     by_rule: dict[str, int]
     notes: tuple[str, ...] = ()
     continued: dict[str, bool] = field(default_factory=dict)  # rule -> folded, not recomputed
+    reopened: dict[str, int] = field(default_factory=dict)  # continued rule -> entities redone
 
     @property
     def hours(self) -> list[datetime]:
@@ -190,42 +194,59 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     details = {r.name: rule_details(r) for r in rules}
     with detection_lock(conn):
         stored = carry.stored_anomalies(conn, windows)
-        continued = {r.name: carry.can_continue(stored[r.name].values(), landed[r.topic][0],
-                                                details[r.name]) for r in active}
+        continued = {r.name: carry.foldable(stored[r.name].values(), details[r.name])
+                     for r in active}
+        reopened = {r.name: carry.reopened(r, stored[r.name].values(), landed[r.topic][0])
+                    for r in active if continued[r.name]}
+        for name, entities in reopened.items():
+            if len(entities) > NARROW_LIMIT:  # cheaper to recompute the buckets whole
+                continued[name] = False
         since = {r.name: landed[r.topic][0] if continued[r.name] else windows[r.name][0]
                  for r in active}
         models, notes = forest_models(
             lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
             retrain=False)
-        found = _continued(lake, active, since, windows,
-                           {name: stored[name] for name, flag in continued.items() if flag},
-                           models)
+        carried = {name: Carried(stored[name], reopened[name])
+                   for name, flag in continued.items() if flag}
+        found, stale = _continued(lake, active, since, windows, carried, models)
         found = [f for f in found if not f.empty]
         anomalies = (pd.concat(found, ignore_index=True) if found
                      else pd.DataFrame(columns=ANOMALY_COLUMNS))
         rows = anomaly_rows(anomalies, details)
-        # A continued rule keeps every stored row (none can change): nothing to drop.
+        # A continued rule keeps every stored row but its reopened entities' (`stale`, kept
+        # only if found again); a recomputed rule's buckets are replaced.
         recomputed = {name: windows[name] for name, flag in continued.items() if not flag}
-        written, removed = replace_windows(conn, rows, recomputed)
+        written, removed = replace_windows(conn, rows, recomputed, stale)
     return RecentResult(windows, len(rows), written, removed, _by_rule(anomalies),
-                        tuple(notes), continued)
+                        tuple(notes), continued,
+                        {name: len(c.reopened) for name, c in carried.items()})
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A continued rule's stored anomalies in its window, and the entities whose anomalies
+    may still change (recomputed from the window's start)."""
+    stored: dict[str, dict[str, Any]]
+    reopened: pd.DataFrame
 
 
 def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
-               windows: dict[str, tuple[datetime, datetime]],
-               stored: dict[str, dict[str, dict[str, Any]]], models: Models
-               ) -> list[pd.DataFrame]:
+               windows: dict[str, tuple[datetime, datetime]], carried: dict[str, Carried],
+               models: Models) -> tuple[list[pd.DataFrame], list[str]]:
     """Each rule's anomalies in its window from its firings at `since` on, folded into its
-    `stored` anomalies when it continues them (a rule absent from `stored` recomputes). A topic's
-    rules share one read of what is being detected; before it, the past `recent_reach` needs
-    is read only for the entities detected, once per group of rules keyed alike."""
+    stored anomalies when it continues them (a rule absent from `carried` recomputes), and
+    the ids of stored anomalies recomputed (reopened). A topic's rules share one read of
+    what is being detected; before it, the past `recent_reach` needs is read only for the
+    entities detected, once per group of rules keyed alike."""
     spans = {}
     for topic in sorted({r.topic for r in rules}):
         mine = [r for r in rules if r.topic == topic]
-        spans[topic] = (min(since[r.name] - timedelta(seconds=r.lookback) for r in mine),
+        spans[topic] = (min(min(since[r.name], windows[r.name][0]) - timedelta(seconds=r.lookback)
+                            for r in mine),
                         max(windows[r.name][1] for r in mine))
     reads = TopicReads(lake, spans)
-    found = []
+    found: list[pd.DataFrame] = []
+    stale: list[str] = []
     for topic, (_, end) in spans.items():
         mine = [r for r in rules if r.topic == topic]
         head = min(since[r.name] for r in mine)
@@ -236,12 +257,32 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
                 since[r.name] for r in sharing), head))
             for rule in sharing:
                 def read(start: datetime, only: pd.DataFrame, rule: Rule = rule) -> pd.DataFrame:
-                    listed = pa.Table.from_pandas(only, preserve_index=False)
                     return to_frame(reads.narrowed([rule], start, windows[rule.name][1],
-                                                   distinct(listed, tuple(only.columns))))
+                                                   listed(only)))
 
                 fired = decided_firings(rule, recent, read, since[rule.name],
                                         models.get(rule.name, ()))
-                found.append(carry.fold(rule, fired, windows[rule.name],
-                                        stored.get(rule.name)))
-    return found
+                kept = None
+                if rule.name in carried:
+                    kept, again = carry.split(rule, carried[rule.name].stored,
+                                              carried[rule.name].reopened)
+                    if again:
+                        fired = _reopen(rule, fired, carried[rule.name].reopened, read,
+                                        windows[rule.name][0], models)
+                        stale += again
+                found.append(carry.fold(rule, fired, windows[rule.name], kept))
+    return found, stale
+
+
+def _reopen(rule: Rule, fired: pd.DataFrame, entities: pd.DataFrame, read: Reader,
+            start: datetime, models: Models) -> pd.DataFrame:
+    """`fired` with the firings of `entities` recomputed from `start` (their window's)."""
+    past = read(start - timedelta(seconds=recent_reach(rule)), entities)
+    again = decided_firings(rule, TopicFrame(past), read, start, models.get(rule.name, ()))
+    return pd.concat([fired[~among(fired, entities)], again[among(again, entities)]],
+                     ignore_index=True)
+
+
+def listed(entities: pd.DataFrame) -> dict[str, pa.Array]:
+    return distinct(pa.Table.from_pandas(entities, preserve_index=False),
+                    tuple(entities.columns))

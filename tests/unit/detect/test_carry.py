@@ -142,9 +142,9 @@ def test_stored_anomalies_continued_equal_the_bucket_detected_whole() -> None:
         batch_start = t[cut]
         earlier = fired[fired["t"] < batch_start]
         stored = _stored(rule, anomalies(rule, earlier, *window))
-        assert carry.can_continue(stored.values(), pd.Timestamp(batch_start, unit="us",
-                                                                tz=UTC).to_pydatetime(),
-                                  rule_details(rule))
+        assert carry.foldable(stored.values(), rule_details(rule))
+        assert carry.reopened(rule, stored.values(), pd.Timestamp(
+            batch_start, unit="us", tz=UTC).to_pydatetime()).empty
         continued = carry.fold(rule, fired[fired["t"] >= batch_start], window, stored)
         # Only anomalies the batch touched are rewritten; their rows are the whole bucket's.
         touched = set(fired.loc[fired["t"] >= batch_start, "host"])
@@ -153,16 +153,24 @@ def test_stored_anomalies_continued_equal_the_bucket_detected_whole() -> None:
         assert _rows(rule, continued) == expected
 
 
-def test_an_anomaly_that_may_change_is_not_continued() -> None:
+def test_an_anomaly_that_may_change_is_reopened_and_an_edited_rule_recomputes() -> None:
     rule = RULES["error_spike"]
-    fired = pd.DataFrame({"service": ["api"] * 3, "_partition": [0] * 3, "_offset": [1, 2, 3],
-                          "t": [epoch_us(at(s)) for s in (10, 20, 30)], "value": [20.0] * 3})
+    fired = pd.DataFrame({"service": ["api"] * 3 + ["web"], "_partition": [0] * 4,
+                          "_offset": [1, 2, 3, 4],
+                          "t": [epoch_us(at(s)) for s in (10, 20, 30, 25)],
+                          "value": [20.0] * 4})
     window = (at(0), at(600))
     stored = _stored(rule, anomalies(rule, fired, *window))
     details = rule_details(rule)
-    assert carry.can_continue(stored.values(), at(31), details)
-    assert not carry.can_continue(stored.values(), at(30), details)  # ends at the batch
+    assert carry.foldable(stored.values(), details)
+    assert carry.reopened(rule, stored.values(), at(31)).empty
+    # api's anomaly ends at the batch's first event: only api is recomputed.
+    reopened = carry.reopened(rule, stored.values(), at(30))
+    assert reopened.to_dict("records") == [{"service": "api"}]
+    kept, again = carry.split(rule, stored, reopened)
+    assert [a["tags"]["service"] for a in kept.values()] == ["web"]
+    assert [stored[i]["tags"]["service"] for i in again] == ["api"]
     edited = {**details, "threshold": 25.0}
-    assert not carry.can_continue(stored.values(), at(31), edited)  # the rule was edited
+    assert not carry.foldable(stored.values(), edited)  # the rule was edited
     bare = [{**a, "evidence": {}} for a in stored.values()]
-    assert not carry.can_continue(bare, at(31), details)  # nothing to show as evidence
+    assert not carry.foldable(bare, details)  # nothing to show as evidence
