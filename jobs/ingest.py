@@ -98,7 +98,9 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
     context.log.info(f"detection: {result.anomalies} anomalies in the recomputed buckets "
                      f"({result.written} written, {result.removed} removed); "
                      f"{len(continued)} of {len(result.continued)} rules continued their "
-                     f"stored anomalies from the batch on, the rest recomputed their buckets; "
+                     f"stored anomalies from the batch on ({sum(result.reopened.values())} "
+                     f"entities with anomalies still open recomputed from their bucket's "
+                     f"start), the rest recomputed their buckets; "
                      f"alerts sent {delivery.delivered_rows}, pending {delivery.pending_rows}")
     for note in result.notes:
         context.log.warning(note)
