@@ -108,19 +108,43 @@ def measure_floor(settings: Settings, store: Path, samples: int
     return to_row, to_hook
 
 
-def run_timings(settings: Settings) -> dict[str, list[float]]:
+def run_timings(settings: Settings) -> dict[str, Any]:
     """From Dagster's own storage, over the ingest runs: the gaps between their creations
     while there was always something to land (the sensor's tick interval), their launch
-    (queued -> started: dequeue, process start, imports) and their work (started -> ended)."""
+    (queued -> started: dequeue, process start, imports) and their work (started -> ended);
+    and, for the slowest runs, where their time went (the longest wait between log lines)."""
     with psycopg.connect(settings.database_url) as conn:
-        runs = conn.execute("SELECT create_timestamp, start_time, end_time FROM runs "
+        runs = conn.execute("SELECT create_timestamp, start_time, end_time, run_id FROM runs "
                             "WHERE pipeline_name = 'ingest' AND start_time IS NOT NULL "
                             "AND end_time IS NOT NULL ORDER BY create_timestamp").fetchall()
-    created = [c.replace(tzinfo=UTC).timestamp() for c, _s, _e in runs]
-    launch = [start - c for c, (_c, start, _e) in zip(created, runs, strict=True)]
-    work = [end - start for _c, start, end in runs]
+        slowest = sorted(runs, key=lambda r: r[1] - r[2])[:3]
+        where = []
+        for run in slowest:
+            try:
+                where.append(slow_run(conn, run))
+            except (psycopg.Error, ValueError, TypeError) as exc:  # diagnostics only
+                conn.rollback()
+                where.append(f"work {run[2] - run[1]:.1f} s; its log unreadable: {exc}")
+    created = [c.replace(tzinfo=UTC).timestamp() for c, _s, _e, _id in runs]
+    launch = [start - c for c, (_c, start, _e, _id) in zip(created, runs, strict=True)]
+    work = [end - start for _c, start, end, _id in runs]
     gaps = [b - a for a, b in pairwise(created)]
-    return {"launch": sorted(launch), "work": sorted(work), "tick": sorted(gaps)}
+    return {"launch": sorted(launch), "work": sorted(work), "tick": sorted(gaps),
+            "slowest": where}
+
+
+def slow_run(conn: psycopg.Connection[Any], run: tuple[Any, ...]) -> str:
+    """One run's work and its longest wait between consecutive log lines, with the line
+    that ended it (what the run was doing meanwhile)."""
+    created, start, end, run_id = run
+    lines = conn.execute("SELECT timestamp, event FROM event_logs WHERE run_id = %s "
+                         "ORDER BY id", (run_id,)).fetchall()
+    moments = [(at.replace(tzinfo=UTC).timestamp(), json.loads(event).get("user_message", ""))
+               for at, event in lines]
+    waits = [(b[0] - a[0], b[1]) for a, b in pairwise(moments)]
+    wait, message = max(waits, default=(0.0, ""))
+    return (f"work {end - start:.1f} s (created {created:%H:%M:%S}); longest wait "
+            f"{wait:.1f} s, until: {message[:110]}")
 
 
 class LagProbe(threading.Thread):
@@ -225,6 +249,8 @@ def report(rate: float, interval: int, load: dict[str, Any]) -> None:
             (f"{rate:,.0f} ev/s: triggering event -> webhook", load["to_hook"])]
     for name, values in rows:
         print(line(f"{interval:>2} s | {name}", values))
+    for slow in timings["slowest"]:
+        print(f"   slowest ingest run ({interval} s tick): {slow}")
 
 
 def main() -> None:
