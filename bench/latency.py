@@ -143,8 +143,17 @@ def slow_run(conn: psycopg.Connection[Any], run: tuple[Any, ...]) -> str:
                for at, event in lines]
     waits = [(b[0] - a[0], b[1]) for a, b in pairwise(moments)]
     wait, message = max(waits, default=(0.0, ""))
+    errors = [error_message(json.loads(event)) for _at, event in lines]
+    failed = "; failed: " + " | ".join(e[:160] for e in errors if e) if any(errors) else ""
     return (f"work {end - start:.1f} s (created {created:%H:%M:%S}); longest wait "
-            f"{wait:.1f} s, until: {message[:110]}")
+            f"{wait:.1f} s, until: {message[:110]}{failed}")
+
+
+def error_message(entry: dict[str, Any]) -> str:
+    """The error a step failure or retry carried, if the log line is one."""
+    data = ((entry.get("dagster_event") or {}).get("event_specific_data") or {})
+    error = data.get("error") if isinstance(data, dict) else None
+    return str(error.get("message", "")).strip() if isinstance(error, dict) else ""
 
 
 class LagProbe(threading.Thread):
