@@ -150,10 +150,14 @@ def slow_run(conn: psycopg.Connection[Any], run: tuple[Any, ...]) -> str:
 
 
 def error_message(entry: dict[str, Any]) -> str:
-    """The error a step failure or retry carried, if the log line is one."""
+    """The error a step failure or retry carried (its cause first), if the line is one."""
     data = ((entry.get("dagster_event") or {}).get("event_specific_data") or {})
     error = data.get("error") if isinstance(data, dict) else None
-    return str(error.get("message", "")).strip() if isinstance(error, dict) else ""
+    messages = []
+    while isinstance(error, dict):  # a retry wraps the step's own error as its cause
+        messages.append(str(error.get("message", "")).strip())
+        error = error.get("cause")
+    return " <- ".join(reversed(messages))
 
 
 class LagProbe(threading.Thread):
