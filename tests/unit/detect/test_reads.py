@@ -17,7 +17,8 @@ from tests.unit.detect.test_carry import RULES, at, same
 from vigil.detect import reads
 from vigil.detect.engine import Reader, decided_firings, epoch_us, firings, to_frame
 from vigil.detect.frames import TopicFrame
-from vigil.detect.reads import TopicReads, distinct, read_columns, share_key
+from vigil.detect.hours import listed
+from vigil.detect.reads import TopicReads, read_columns, share_key
 from vigil.detect.rules import Condition, Rule
 from vigil.lake import Lake, file_name, hour_dir, raw_schema
 
@@ -60,8 +61,7 @@ def detected(lake: Lake, rules: list[Rule], since: datetime, end: datetime
 
     def reader(rule: Rule) -> Reader:
         def narrowed(start: datetime, only: pd.DataFrame) -> pd.DataFrame:
-            listed = pa.Table.from_pandas(only, preserve_index=False)
-            return to_frame(read.narrowed([rule], start, end, distinct(listed, rule.group_by)))
+            return to_frame(read.narrowed([rule], start, end, listed(only)))
         return narrowed
 
     whole = to_frame(lake.read_events(topic, since - timedelta(seconds=lookback), end,
