@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -135,9 +136,19 @@ def _tail(log: Path | None, lines: int = 15) -> str:
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something listens on host:port.
+
+    Our ports lie in the kernel's ephemeral range, so probing one nothing listens on
+    eventually draws that very port as the probe's own source and connects to itself (TCP
+    simultaneous open): seen as a listener, and its TIME_WAIT then kept the broker from
+    binding. Such a connection is aborted without TIME_WAIT and counts as closed.
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if sock.getsockname() != sock.getpeername():
+                return True
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
     except OSError:
         return False
 
