@@ -243,7 +243,6 @@ def _write(lake: Lake, area: str, topic: str, partition: int, hour: datetime,
     offsets = part.column("_offset")
     first, last = pc.min(offsets).as_py(), pc.max(offsets).as_py()
     directory = hour_dir(area, topic, hour)
-    lake.remove_stale_temporaries(directory)
     events = None
     if area == "raw":  # named with its event times: reads of a span skip it unopened
         stamps = pc.min_max(part.column("timestamp").cast(pa.int64()))

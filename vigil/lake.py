@@ -12,13 +12,16 @@ Files landed before names carried times are read whatever the span.
 A file's name is a pure function of its rows, so a retried run overwrites the same object
 with the same bytes. Files are written to a hidden temporary name and renamed into place
 (on S3 an object appears only when its upload completes), so a crash never leaves a partial
-file where readers look; readers skip names starting with '.'.
+file where readers look; readers skip names starting with '.'. A write also removes its
+directory's temporaries older than any write takes (a dead writer's), never younger ones:
+runs in flight write into the same hour directories.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,6 +118,31 @@ def epoch_us(moment: datetime) -> int:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# A temporary this old is a dead writer's: one file's write takes seconds.
+TEMPORARY_GRACE = timedelta(minutes=10)
+
+
+def _remove_stale_temporaries(directory: str) -> int:
+    """Delete the temporaries of writers that died mid-write in a local directory.
+
+    Only those older than TEMPORARY_GRACE: runs in flight write into the same hour
+    directories, and a younger one may be another run's write in progress (deleting it
+    failed that run's rename). Names are read without a stat per file: an hour directory
+    holds thousands of data files under load.
+    """
+    cutoff = time.time() - TEMPORARY_GRACE.total_seconds()
+    removed = 0
+    for entry in os.scandir(directory):
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        try:
+            if entry.stat().st_mtime < cutoff:
+                os.remove(entry.path)
+                removed += 1
+        except FileNotFoundError:  # its writer renamed it, or another run removed it
+            continue
+    return removed
+
 
 class Lake:
     """A lake root on a pyarrow filesystem: `file:///path` or `s3://bucket/prefix`."""
@@ -151,6 +179,7 @@ class Lake:
         directory, name = target.rsplit("/", 1)
         if self.local:
             self.fs.create_dir(directory, recursive=True)
+            _remove_stale_temporaries(directory)
             temporary = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
             pq.write_table(table, temporary, filesystem=self.fs, **_WRITE_OPTIONS)
             # fsync before the rename: after a power cut the name never points at a hole.
@@ -171,17 +200,6 @@ class Lake:
             return False
         self.fs.delete_file(target)
         return True
-
-    def remove_stale_temporaries(self, relative_dir: str) -> int:
-        """Delete leftovers of writers that died mid-write (local disk only)."""
-        if not self.local:
-            return 0
-        selector = pafs.FileSelector(self.full(relative_dir), allow_not_found=True)
-        stale = [info.path for info in self.fs.get_file_info(selector)
-                 if info.base_name.startswith(".") and info.base_name.endswith(".tmp")]
-        for path in stale:
-            self.fs.delete_file(path)
-        return len(stale)
 
     # ------------------------------------------------------------------ reading
 

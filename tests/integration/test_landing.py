@@ -37,7 +37,7 @@ from vigil.events import EVENT_TYPES, encode_batch, encode_keys
 from vigil.generate import StreamSpec, SyntheticStream
 from vigil.ingest import OffsetRange, land_offset_ranges
 from vigil.kafka import committed_offsets, ensure_topics, watermarks
-from vigil.lake import Lake, floor_hour
+from vigil.lake import TEMPORARY_GRACE, Lake, floor_hour
 from vigil.migrate import migrate
 from vigil.produce import EventSender
 from vigil.settings import PROJECT_ROOT, TOPICS, Settings
@@ -165,6 +165,11 @@ def test_sigkill_mid_write_leaves_no_readable_partial_and_a_rerun_is_exact(
             pq.read_metadata(path)  # every visible data file is complete
     lake = Lake(lake_root.as_uri())
     assert sum(_all_raw(lake)[t].num_rows for t in TOPICS) < sum(produced.values())
+    # The killed writer's temporaries, once older than any write could take, are a dead
+    # writer's (younger ones may be a run in flight's, and are left).
+    aged = time.time() - TEMPORARY_GRACE.total_seconds() - 60
+    for leftover in lake_root.rglob(".*.tmp"):
+        os.utime(leftover, (aged, aged))
 
     land_offset_ranges(lake, stack.kafka_bootstrap, ranges, datetime.now(UTC))
     raw = _all_raw(lake)
