@@ -162,6 +162,16 @@ def _trailing(kind: str, window: float, prepared: TopicFrame, group_by: tuple[st
     return out
 
 
+def baseline_labels(spec: ForestSpec, prepared: TopicFrame, group_by: tuple[str, ...]
+                    ) -> tuple[np.ndarray, list[str]]:
+    """`entity_labels` when each entity has its own baseline; with one global baseline,
+    every row under one label: naming millions of users (a Python string each) was most of
+    a transactions model's training."""
+    if spec.baseline == "entity":
+        return entity_labels(prepared, group_by)
+    return np.zeros(len(prepared.times), np.int64), [""]
+
+
 def entity_labels(prepared: TopicFrame, group_by: tuple[str, ...]
                   ) -> tuple[np.ndarray, list[str]]:
     """Entity code per row and the label of each code (as the engine names entities)."""
@@ -198,7 +208,7 @@ def train(rule: Rule, history: pd.DataFrame, hour: datetime) -> ForestModel | st
     scale = np.maximum(scale, floor)
     entity_centre: dict[str, np.ndarray] = {}
     entity_scale: dict[str, np.ndarray] = {}
-    codes, labels = entity_labels(prepared, rule.group_by)
+    codes, labels = baseline_labels(spec, prepared, rule.group_by)
     if spec.baseline == "entity":
         entity_centre, entity_scale = _entity_baselines(raw, codes, labels, floor)
     from sklearn.ensemble import IsolationForest  # training only: scoring needs numpy
@@ -269,7 +279,7 @@ def score(rule: Rule, prepared: TopicFrame, models: list[ForestModel]) -> Scored
     parts: list[Scored] = []
     if models and len(prepared.times):
         raw = feature_matrix(spec, prepared, rule.group_by)
-        codes, labels = entity_labels(prepared, rule.group_by)
+        codes, labels = baseline_labels(spec, prepared, rule.group_by)
         for model in models:
             lo = epoch_us(model.hour)
             rows = np.flatnonzero((prepared.times >= lo) & (prepared.times < lo + 3600 * _US))
