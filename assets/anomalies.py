@@ -4,15 +4,17 @@ Materialising a partition (a UI backfill, the reprocessing schedule) reads that 
 rules' look-back from raw_*, runs the rule engine and replaces the hour's rows in Postgres.
 """
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 import psycopg
 
 from assets.raw import HOURLY, raw_asset_key
 from vigil.alerts import deliver_configured
 from vigil.detect.engine import detector_versions
-from vigil.detect.hours import detect_hour
+from vigil.detect.hours import detect_hour, forest_models
 from vigil.detect.rules import DEFAULT_RULES, load_rules
-from vigil.lake import Lake
+from vigil.lake import Lake, floor_hour
 from vigil.settings import TOPICS, Settings
 
 
@@ -61,5 +63,47 @@ def reprocess_recent_hours(context: dg.ScheduleEvaluationContext) -> list[dg.Run
     return [dg.RunRequest(partition_key=key, run_key=f"{key}@{tick}") for key in keys[-4:-1]]
 
 
-defs = dg.Definitions(assets=[anomaly_events], jobs=[detect_hours],
-                      schedules=[reprocess_recent_hours])
+@dg.op(config_schema={"hour": dg.Field(str, description="The hour the models will score, "
+                                        "ISO 8601, e.g. 2026-11-25T07:00:00+00:00")},
+       description="Train and store the isolation_forest models an hour is scored with, from "
+                   "the history ending 10 minutes before it; a model already stored is kept.")
+def train_forest_models(context: dg.OpExecutionContext) -> None:
+    hour = _hour(context.op_config["hour"])
+    settings = Settings.from_env()
+    rules = load_rules()
+    with psycopg.connect(settings.database_url) as conn:
+        models, notes = forest_models(Lake.open(settings), rules, conn,
+                                      {r.name: [hour] for r in rules}, retrain=False)
+    context.log.info(f"{hour:%Y-%m-%d %H}:00 — models ready for: "
+                     f"{', '.join(sorted(models)) or 'no rule'}")
+    for note in notes:
+        context.log.warning(note)
+
+
+def _hour(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise dg.Failure(f"hour {text!r} is not an ISO 8601 time; "
+                         "give one such as 2026-11-25T07:00:00+00:00") from None
+    return floor_hour(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+@dg.job(executor_def=dg.in_process_executor,
+        description="Train the isolation_forest models of an hour ahead of it.")
+def train_hour_models() -> None:
+    train_forest_models()
+
+
+@dg.schedule(job=train_hour_models, cron_schedule="55 * * * *",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="Train the next hour's models before it begins, so its first ingest "
+                         "runs score with them instead of training them.")
+def train_next_hour_models(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    hour = floor_hour(context.scheduled_execution_time) + timedelta(hours=1)
+    return dg.RunRequest(run_key=f"models-{hour:%Y%m%dT%H}", run_config={
+        "ops": {"train_forest_models": {"config": {"hour": hour.isoformat()}}}})
+
+
+defs = dg.Definitions(assets=[anomaly_events], jobs=[detect_hours, train_hour_models],
+                      schedules=[reprocess_recent_hours, train_next_hour_models])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from vigil.detect.hours import detect_hour, detect_recent
+from vigil.detect.forest import TRAINING_LEAD
+from vigil.detect.hours import DETECTION_LOCK, detect_hour, detect_recent
 from vigil.detect.rules import load_rules
 from vigil.generate import StreamSpec, SyntheticStream, resolve_scenarios
 from vigil.lake import Lake, file_name, hour_dir, raw_schema
@@ -102,12 +105,13 @@ def test_the_forest_finds_what_no_threshold_catches_and_nothing_else(
         models = conn.execute("SELECT rule, hour, version, training_rows, threshold "
                               "FROM detector_models ORDER BY rule").fetchall()
     assert result.notes == ()
+    trained_until = HOUR - TRAINING_LEAD  # so the model can be trained before the hour
     history = {t: int(pc.sum(pc.less(tables[t].column("timestamp"),
-                                     pa.scalar(HOUR, tables[t].column("timestamp").type)))
+                                     pa.scalar(trained_until, tables[t].column("timestamp").type)))
                           .as_py()) for t in RATES}
     assert [(m[0], m[1], m[2], m[3]) for m in models] == [
-        ("metrics_isolation_forest", HOUR, "iforest-2", history["metrics"]),
-        ("transactions_isolation_forest", HOUR, "iforest-2", history["transactions"])]
+        ("metrics_isolation_forest", HOUR, "iforest-3", history["metrics"]),
+        ("transactions_isolation_forest", HOUR, "iforest-3", history["transactions"])]
     thresholds = {m[0]: m[4] for m in models}
 
     found = _rows(fresh_database, "isolation_forest")
@@ -122,7 +126,7 @@ def test_the_forest_finds_what_no_threshold_catches_and_nothing_else(
     for row in found:
         label = by_entity[row[5]]
         assert label.start - timedelta(minutes=15) <= row[6] <= label.end, row
-        assert row[3] == "iforest-2" and row[4] == "info"
+        assert row[3] == "iforest-3" and row[4] == "info"
         metrics = row[9]
         assert metrics["score"] >= thresholds[row[1]]
         assert metrics["score"] == pytest.approx(metrics["peak"], abs=1e-4)
@@ -198,3 +202,72 @@ def test_the_likelihood_detector_runs_in_the_pipeline_when_enabled(
                 microseconds=1))})
             start = end
     assert _rows(fresh_database, "anomaly_likelihood") == hourly
+
+
+def _models(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT rule, hour, trained_at FROM detector_models "
+                            "ORDER BY rule, hour").fetchall()
+
+
+def test_an_ingest_run_trains_its_models_without_holding_up_other_detections(
+        full_lake: Lake, fresh_database: str) -> None:
+    """Training reads hours of history: it happens before the run takes the detection lock,
+    so the runs queued behind it never wait for it (they wait for detections only)."""
+    migrate(fresh_database)
+    landed = {topic: (HOUR, HOUR + timedelta(minutes=4)) for topic in RATES}
+    outcome: dict[str, Any] = {}
+
+    def ingest_detection() -> None:
+        with psycopg.connect(fresh_database) as conn:
+            outcome["result"] = detect_recent(full_lake, load_rules(), conn, landed)
+
+    with psycopg.connect(fresh_database, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (DETECTION_LOCK,))
+        worker = threading.Thread(target=ingest_detection)
+        worker.start()
+        deadline = time.monotonic() + 120
+        while len(_models(fresh_database)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        trained = _models(fresh_database)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (DETECTION_LOCK,))
+        worker.join(timeout=120)
+    assert [(rule, hour) for rule, hour, _at in trained] == [
+        ("metrics_isolation_forest", HOUR), ("transactions_isolation_forest", HOUR)], \
+        "the models were not trained while another detection held the lock"
+    assert not worker.is_alive() and outcome["result"].notes == ()
+
+
+def test_the_schedule_trains_the_next_hours_models_before_it_begins(
+        full_lake: Lake, fresh_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from assets.anomalies import train_next_hour_models
+    from orchestration.definitions import defs
+
+    migrate(fresh_database)
+    monkeypatch.setenv("DATABASE_URL", fresh_database)
+    monkeypatch.setenv("VIGIL_LAKE_URL", full_lake.url)
+    request = train_next_hour_models(dg.build_schedule_context(
+        scheduled_execution_time=HOUR - timedelta(minutes=5)))
+    assert isinstance(request, dg.RunRequest)
+    job = defs.resolve_job_def("train_hour_models")
+    with dg.instance_for_test() as instance:
+        assert job.execute_in_process(run_config=request.run_config, instance=instance).success
+        ahead = _models(fresh_database)
+        assert [(rule, hour) for rule, hour, _at in ahead] == [
+            ("metrics_isolation_forest", HOUR), ("transactions_isolation_forest", HOUR)]
+
+        # The hour's ingest runs then score with those models: none is trained again.
+        with psycopg.connect(fresh_database) as conn:
+            detect_recent(full_lake, load_rules(), conn,
+                          {topic: (HOUR, HOUR + timedelta(minutes=59)) for topic in RATES})
+        assert _models(fresh_database) == ahead
+        assert _rows(fresh_database, "isolation_forest"), "the hour was scored"
+
+        failed = job.execute_in_process(
+            run_config={"ops": {"train_forest_models": {"config": {"hour": "7 o'clock"}}}},
+            instance=instance, raise_on_error=False)
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.is_step_failure]
+    assert "hour \"7 o'clock\" is not an ISO 8601 time" in str(failure.step_failure_data.error)

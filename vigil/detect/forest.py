@@ -25,7 +25,11 @@ from vigil.detect.rules import ForestSpec, Rule
 from vigil.lake import epoch_us
 
 DETECTOR = "isolation_forest"
-VERSION = "iforest-2"  # stored models are keyed by it: bump when features or scoring change
+VERSION = "iforest-3"  # stored models are keyed by it: bump when features, training, scoring change
+# A model for hour H learns from the `training` history ending TRAINING_LEAD before H, so it
+# can be trained before H begins (the train_next_hour_models schedule) rather than by H's
+# first ingest run while the runs behind it wait (minutes of history at 20,000 events/s).
+TRAINING_LEAD = timedelta(minutes=10)
 _US = 1_000_000
 _MAD_TO_SIGMA = 1.4826
 _MIN_ENTITY_ROWS = 30  # fewer rows of history: the entity is measured against everyone
@@ -194,7 +198,8 @@ def train(rule: Rule, history: pd.DataFrame, hour: datetime) -> ForestModel | st
     assert spec is not None
     if len(history) < spec.min_training:
         return (f"{rule.name}: {len(history):,} events in the {spec.training / 3600:g} h "
-                f"before {hour:%Y-%m-%d %H}:00, needs {spec.min_training:,}: hour not scored")
+                f"before {hour - TRAINING_LEAD:%Y-%m-%d %H:%M} (hour {hour:%H}:00's history), "
+                f"needs {spec.min_training:,}: hour not scored")
     # Kafka coordinates break timestamp ties: the same history gives the same rows in the
     # same order however its files were cut.
     history = history.sort_values(["timestamp", "_partition", "_offset"], ignore_index=True)
@@ -319,4 +324,5 @@ def _feature_name(feature: str) -> str:
 
 def training_span(rule: Rule, hour: datetime) -> tuple[datetime, datetime]:
     assert rule.forest is not None
-    return hour - timedelta(seconds=rule.forest.training), hour
+    end = hour - TRAINING_LEAD
+    return end - timedelta(seconds=rule.forest.training), end

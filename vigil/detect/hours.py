@@ -122,6 +122,7 @@ def forest_models(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                     continue
                 blob = save_model(conn, rule.name, hour, forest.VERSION, trained.dumps(),
                                   trained.training_rows, trained.threshold, replace=retrain)
+                conn.commit()  # at once: other runs in flight score with it, not train again
             models.setdefault(rule.name, []).append(forest.ForestModel.loads(blob))
     return models, notes
 
@@ -192,6 +193,11 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
         return RecentResult({}, 0, 0, 0, {})
     active = [r for r in rules if r.name in windows]
     details = {r.name: rule_details(r) for r in rules}
+    # Models learn from history that ended before their hour: trained (once, by whichever
+    # run or schedule comes first) without holding up every other run's detection.
+    models, notes = forest_models(
+        lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
+        retrain=False)
     with detection_lock(conn):
         stored = carry.stored_anomalies(conn, windows)
         continued = {r.name: carry.foldable(stored[r.name].values(), details[r.name])
@@ -203,9 +209,6 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                 continued[name] = False
         since = {r.name: landed[r.topic][0] if continued[r.name] else windows[r.name][0]
                  for r in active}
-        models, notes = forest_models(
-            lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
-            retrain=False)
         carried = {name: Carried(stored[name], reopened[name])
                    for name, flag in continued.items() if flag}
         found, stale = _continued(lake, active, since, windows, carried, models)

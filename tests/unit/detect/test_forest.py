@@ -65,7 +65,7 @@ def test_a_host_that_always_runs_hot_is_usual_a_jump_is_not() -> None:
     assert list(found["entity"]) == ["steady"]
     row = found.iloc[0]
     assert (row.detector, row.detector_version, row.level) == ("isolation_forest",
-                                                              "iforest-2", "info")
+                                                              "iforest-3", "info")
     assert row.points == int(jump.sum())
     assert row.peak >= model.threshold
     assert row.context["peak_feature"] == "cpu_percent"
@@ -118,7 +118,7 @@ def test_too_little_history_names_the_rule_hour_and_numbers() -> None:
     history = metrics(0.5, HOUR - timedelta(minutes=30), {"a": 40.0})[:120]
     reason = forest.train(METRICS, history, HOUR)
     assert reason == ("metrics_isolation_forest: 120 events in the 2 h before 2026-11-24 "
-                      "10:00, needs 500: hour not scored")
+                      "09:50 (hour 10:00's history), needs 500: hour not scored")
 
 
 def test_events_outside_every_model_hour_are_not_scored() -> None:
