@@ -3,7 +3,8 @@
 webserver + daemon with the Kafka sensor, dashboard, API, a local webhook receiver).
 
 1. load: a steady --rate (default 20,000 events/s across topics, real time) for --duration
-   seconds with every scenario injected at known instants; each threshold scenario's
+   seconds with every scenario injected at known instants, --cycles times (each time on
+   other entities, at most 30 % of a cycle long: more samples); each threshold scenario's
    latency is measured from the timestamp of the event that made it fire (the anomaly's
    first firing; the stream is real time, so that is when it was sent). The consumer lag
    is sampled every second;
@@ -179,10 +180,11 @@ class LagProbe(threading.Thread):
             self.done.wait(1.0)
 
 
-def measure_load(settings: Settings, store: Path, rate: float, duration: int
+def measure_load(settings: Settings, store: Path, rate: float, duration: int, cycles: int
                  ) -> dict[str, Any]:
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
-    spec = StreamSpec(seed=11, start=start, scenarios=tuple(SCENARIOS), horizon=float(duration),
+    spec = StreamSpec(seed=11, start=start, scenarios=tuple(SCENARIOS),
+                      horizon=duration / cycles,
                       rates={t: rate * share for t, share in DEFAULT_MIX.items()})
     labels: list[Label] = []
     probe = LagProbe(settings)
@@ -237,7 +239,8 @@ def measure(args: argparse.Namespace, interval: int) -> dict[str, Any]:
             platform.start()
             time.sleep(30)  # the daemon's first ticks are ~10 s apart; let it settle
             print(f"load: {args.rate:,.0f} events/s for {args.duration} s ...", flush=True)
-            load = measure_load(settings, sink.store, args.rate, args.duration)
+            load = measure_load(settings, sink.store, args.rate, args.duration,
+                                args.cycles)
             load["timings"] = run_timings(settings)
             print(f"floor: {args.floor_samples} single large transactions ...", flush=True)
             load["floor_row"], load["floor_hook"] = measure_floor(settings, sink.store,
@@ -271,6 +274,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20_000.0,
                         help="events/s across topics")
     parser.add_argument("--duration", type=int, default=180, help="seconds of load")
+    parser.add_argument("--cycles", type=int, default=1,
+                        help="times every scenario is injected during the load")
     parser.add_argument("--floor-samples", type=int, default=10)
     parser.add_argument("--sensor-intervals", default="5,2",
                         help="sensor loop intervals (s) to compare, each on a fresh stack")
