@@ -17,6 +17,10 @@ from vigil.detect.rules import DEFAULT_RULES, load_rules
 from vigil.lake import Lake, floor_hour
 from vigil.settings import TOPICS, Settings
 
+# Run tag: skip the hour when nothing it reads changed since its last whole detection (the
+# schedule's runs; a backfill launched by hand always recomputes).
+UNLESS_UNCHANGED = "vigil/unless_unchanged"
+
 
 @dg.asset(partitions_def=HOURLY, deps=[raw_asset_key(t) for t in TOPICS],
           group_name="detection", kinds={"postgres", "pandas"},
@@ -28,16 +32,25 @@ def anomaly_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     hour = context.partition_time_window.start
     with psycopg.connect(settings.database_url) as conn:
         rules = load_rules()
-        result = detect_hour(Lake.open(settings), rules, conn, hour)
+        result = detect_hour(Lake.open(settings), rules, conn, hour,
+                             unless_unchanged=context.run.tags.get(UNLESS_UNCHANGED) == "true")
         delivery = deliver_configured(conn, settings.discord_webhook_url)
-    context.log.info(f"{hour:%Y-%m-%d %H}:00 — {result.events:,} events, "
-                     f"{result.anomalies} anomalies ({result.written} written, "
-                     f"{result.removed} removed)")
+    if result.unchanged_since is not None:
+        context.log.info(f"{hour:%Y-%m-%d %H}:00 — unchanged since its detection at "
+                         f"{result.unchanged_since:%Y-%m-%d %H:%M:%S} (the same lake files "
+                         f"and rules): not read again; {result.anomalies} anomalies stand")
+    else:
+        context.log.info(f"{hour:%Y-%m-%d %H}:00 — {result.events:,} events, "
+                         f"{result.anomalies} anomalies ({result.written} written, "
+                         f"{result.removed} removed)"
+                         + ("; events landed in it while it was read: recomputed in turn"
+                            if result.recomputed_in_turn else ""))
     for note in result.notes:
         context.log.warning(note)
     return dg.MaterializeResult(metadata={
         "events": result.events, "anomalies": result.anomalies, "written": result.written,
         "removed": result.removed, "by_rule": dg.MetadataValue.json(result.by_rule),
+        "unchanged": result.unchanged_since is not None,
         "alerts_sent": delivery.delivered_rows, "alerts_pending": delivery.pending_rows,
         "alerts": delivery.disabled or "enabled",
         "rules_file": str(DEFAULT_RULES),
@@ -53,14 +66,16 @@ detect_hours = dg.define_asset_job(
 
 @dg.schedule(job=detect_hours, cron_schedule="15 * * * *",
              default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Re-detect the last three complete hours so late events are counted.")
+             description="Re-detect the last three complete hours whose lake files or rules "
+                         "changed since their last detection, so late events are counted.")
 def reprocess_recent_hours(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    # Complete hours only: every ingest run already detects the buckets it landed in, and
-    # re-detecting the current hour (tens of millions of events at 20,000 events/s) held the
-    # detection lock for long enough to stall the ingest runs' detection behind it.
+    # Complete hours only: every ingest run already detects the buckets it landed in. An
+    # hour whose lake files and rules are those of its last whole detection is skipped (the
+    # same rows), so each hour is read in full about once, not at every tick that covers it.
     keys = HOURLY.get_partition_keys(current_time=context.scheduled_execution_time)
     tick = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
-    return [dg.RunRequest(partition_key=key, run_key=f"{key}@{tick}") for key in keys[-4:-1]]
+    return [dg.RunRequest(partition_key=key, run_key=f"{key}@{tick}",
+                          tags={UNLESS_UNCHANGED: "true"}) for key in keys[-4:-1]]
 
 
 @dg.op(config_schema={"hour": dg.Field(str, description="The hour the models will score, "

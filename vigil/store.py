@@ -140,3 +140,20 @@ def save_model(conn: psycopg.Connection[Any], rule: str, hour: datetime, version
     stored = load_model(conn, rule, hour, version)
     assert stored is not None
     return stored
+
+
+def last_hour_detection(conn: psycopg.Connection[Any], hour: datetime
+                        ) -> tuple[str, datetime, int, int] | None:
+    """(inputs digest, detected_at, events, anomalies) of the hour's last whole detection."""
+    row = conn.execute("SELECT inputs, detected_at, events, anomalies FROM hour_detections "
+                       "WHERE hour = %s", (hour,)).fetchone()
+    return (str(row[0]), row[1], int(row[2]), int(row[3])) if row else None
+
+
+def record_hour_detection(conn: psycopg.Connection[Any], hour: datetime, inputs: str,
+                          events: int, anomalies: int) -> None:
+    conn.execute("INSERT INTO hour_detections (hour, inputs, events, anomalies) "
+                 "VALUES (%s, %s, %s, %s) ON CONFLICT (hour) DO UPDATE SET "
+                 "inputs = EXCLUDED.inputs, events = EXCLUDED.events, "
+                 "anomalies = EXCLUDED.anomalies, detected_at = now()",
+                 (hour, inputs, events, anomalies))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -10,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import pytest
 
 from vigil.detect.engine import anomalies, epoch_us
@@ -24,7 +27,7 @@ from vigil.detect.rules import load_rules
 from vigil.generate import StreamSpec, SyntheticStream, resolve_scenarios
 from vigil.ingest import OffsetRange, land_offset_ranges, ranges_since
 from vigil.kafka import high_watermarks
-from vigil.lake import Lake, floor_hour
+from vigil.lake import Lake, file_name, floor_hour, hour_dir, raw_schema
 from vigil.migrate import migrate
 from vigil.produce import EventSender, produce_stream
 from vigil.scenario_score import CAUGHT_BY
@@ -279,3 +282,92 @@ def test_reopened_anomalies_not_found_again_are_dropped(fresh_database: str) -> 
                                            stale=[rows["api"]["id"], rows["web"]["id"]])
         left = [r[0] for r in conn.execute("SELECT entity FROM anomaly_events ORDER BY 1")]
     assert removed == 1 and left == ["api", "db"]  # an unchanged upsert writes nothing
+
+
+def _copy(lake: Lake, tmp_path: Path) -> Lake:
+    """The module's lake copied: these tests land more events into it."""
+    root = tmp_path / "lake"
+    shutil.copytree(Path(lake.root), root)
+    return Lake(root.as_uri())
+
+
+def _land_late_transaction(lake: Lake, at: datetime, user: str) -> None:
+    """One large transaction landed into an hour already detected (a late event)."""
+    table = pa.table({
+        "event_id": ["late-1"], "timestamp": [at], "transaction_id": ["t-late-1"],
+        "user_id": [user], "amount": [50_000.0], "currency": ["EUR"], "merchant_id": ["m1"],
+        "country": ["DE"], "payment_method": ["card"], "status": ["approved"],
+        "merchant_category": [None], "ip": [None], "_partition": [9], "_offset": [0],
+        "_kafka_timestamp": [at], "_ingested_at": [at]}, schema=raw_schema("transactions"))
+    stamp = epoch_us(at)
+    lake.write(f"{hour_dir('raw', 'transactions', at)}/"
+               f"{file_name('transactions', 9, 0, (stamp, stamp))}", table)
+
+
+def _late_rows(url: str, user: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT id FROM anomaly_events WHERE rule = 'large_amount' "
+                            "AND user_id = %s", (user,)).fetchall()
+
+
+def test_the_schedule_skips_an_hour_whose_lake_files_and_rules_did_not_change(
+        landed: tuple[Lake, datetime, list[Any]], fresh_database: str,
+        tmp_path: Path) -> None:
+    lake, hour, _labels = landed
+    lake = _copy(lake, tmp_path)
+    rules = load_rules()
+    migrate(fresh_database)
+    with psycopg.connect(fresh_database) as conn:
+        first = detect_hour(lake, rules, conn, hour, unless_unchanged=True)
+        assert first.unchanged_since is None and first.anomalies > 0  # never detected whole
+        rows = _table(fresh_database)
+
+        again = detect_hour(lake, rules, conn, hour, unless_unchanged=True)
+        assert again.unchanged_since is not None, "the same files and rules: not read again"
+        assert (again.events, again.anomalies) == (first.events, first.anomalies)
+        assert _table(fresh_database) == rows
+
+        edited = [dataclasses.replace(r, threshold=20_000.0) if r.name == "large_amount"
+                  else r for r in rules]
+        assert detect_hour(lake, edited, conn, hour,
+                           unless_unchanged=True).unchanged_since is None, "a rule edited"
+
+        _land_late_transaction(lake, hour + timedelta(minutes=30), "late-user")
+        late = detect_hour(lake, rules, conn, hour, unless_unchanged=True)
+        assert late.unchanged_since is None, "a late event landed in the hour"
+        assert late.events == first.events + 1
+        assert _late_rows(fresh_database, "late-user")
+        # A backfill (no tag) recomputes whatever changed.
+        assert detect_hour(lake, rules, conn, hour).unchanged_since is None
+
+
+def test_an_hour_is_read_outside_the_lock_and_written_in_turn_from_what_the_lake_holds(
+        landed: tuple[Lake, datetime, list[Any]], fresh_database: str,
+        tmp_path: Path) -> None:
+    """An hour's detection reads and computes while ingest runs keep detecting; it waits
+    for the lock only to write, and recomputes if events landed in what it read."""
+    lake, hour, _labels = landed
+    lake = _copy(lake, tmp_path)
+    migrate(fresh_database)
+    outcome: dict[str, Any] = {}
+
+    def hourly() -> None:
+        with psycopg.connect(fresh_database) as conn:
+            outcome["result"] = detect_hour(lake, load_rules(), conn, hour)
+
+    with psycopg.connect(fresh_database, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (DETECTION_LOCK,))
+        worker = threading.Thread(target=hourly)
+        worker.start()
+        deadline = time.monotonic() + 120
+        while not _waiting_on_advisory_lock(holder) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _waiting_on_advisory_lock(holder), "the hour's detection did not reach the lock"
+        # It has read the hour by now; an ingest run lands a late event into it.
+        _land_late_transaction(lake, hour + timedelta(minutes=20), "landed-meanwhile")
+        holder.execute("SELECT pg_advisory_unlock(%s)", (DETECTION_LOCK,))
+        worker.join(timeout=300)
+    assert not worker.is_alive()
+    assert outcome["result"].recomputed_in_turn
+    assert _late_rows(fresh_database, "landed-meanwhile"), "written from an older lake"
+    assert _lock_is_free(fresh_database)
