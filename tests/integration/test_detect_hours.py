@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
+from tests.integration.lock_helpers import detection_behind_the_lock, wait_until
 from vigil.detect.engine import anomalies, epoch_us
 from vigil.detect.hours import (
     DETECTION_LOCK,
@@ -205,13 +204,6 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
     assert [r[:10] for r in incremental] == [r[:10] for r in whole]
 
 
-def _waiting_on_advisory_lock(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                       "AND NOT granted AND database = (SELECT oid FROM pg_database "
-                       "WHERE datname = current_database())").fetchone()
-    return bool(row and row[0])
-
-
 def _lock_is_free(url: str) -> bool:
     with psycopg.connect(url, autocommit=True) as probe:
         row = probe.execute("SELECT pg_try_advisory_lock(%s)", (DETECTION_LOCK,)).fetchone()
@@ -225,26 +217,14 @@ def test_detections_take_turns(landed: tuple[Lake, datetime, list[Any]],
     lake, hour, _labels = landed
     migrate(fresh_database)
     spans = {topic: (hour, hour + timedelta(minutes=59)) for topic in TOPICS}
-    outcome: dict[str, Any] = {}
 
-    def ingest_detection() -> None:
-        with psycopg.connect(fresh_database) as conn:
-            outcome["result"] = detect_recent(lake, load_rules(), conn, spans)
-
-    with psycopg.connect(fresh_database, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (DETECTION_LOCK,))
-        worker = threading.Thread(target=ingest_detection)
-        worker.start()
-        deadline = time.monotonic() + 30
-        while not _waiting_on_advisory_lock(holder) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _waiting_on_advisory_lock(holder), "the detection did not wait for the lock"
-        assert worker.is_alive() and _table(fresh_database) == []
-        holder.execute("SELECT pg_advisory_unlock(%s)", (DETECTION_LOCK,))
-        worker.join(timeout=120)
-    assert not worker.is_alive()
-    assert outcome["result"].anomalies > 0
-    assert len(_table(fresh_database)) == outcome["result"].anomalies
+    with detection_behind_the_lock(fresh_database, lambda conn: detect_recent(
+            lake, load_rules(), conn, spans)) as held:
+        assert wait_until(held.waiting, 30), "the detection did not wait for the lock"
+        assert held.worker.is_alive() and _table(fresh_database) == []
+    assert not held.worker.is_alive()
+    assert held.outcome["result"].anomalies > 0
+    assert len(_table(fresh_database)) == held.outcome["result"].anomalies
     assert _lock_is_free(fresh_database)
 
 
@@ -349,25 +329,13 @@ def test_an_hour_is_read_outside_the_lock_and_written_in_turn_from_what_the_lake
     lake, hour, _labels = landed
     lake = _copy(lake, tmp_path)
     migrate(fresh_database)
-    outcome: dict[str, Any] = {}
 
-    def hourly() -> None:
-        with psycopg.connect(fresh_database) as conn:
-            outcome["result"] = detect_hour(lake, load_rules(), conn, hour)
-
-    with psycopg.connect(fresh_database, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (DETECTION_LOCK,))
-        worker = threading.Thread(target=hourly)
-        worker.start()
-        deadline = time.monotonic() + 120
-        while not _waiting_on_advisory_lock(holder) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _waiting_on_advisory_lock(holder), "the hour's detection did not reach the lock"
+    with detection_behind_the_lock(fresh_database, lambda conn: detect_hour(
+            lake, load_rules(), conn, hour)) as held:
+        assert wait_until(held.waiting, 120), "the hour's detection did not reach the lock"
         # It has read the hour by now; an ingest run lands a late event into it.
         _land_late_transaction(lake, hour + timedelta(minutes=20), "landed-meanwhile")
-        holder.execute("SELECT pg_advisory_unlock(%s)", (DETECTION_LOCK,))
-        worker.join(timeout=300)
-    assert not worker.is_alive()
-    assert outcome["result"].recomputed_in_turn
+    assert not held.worker.is_alive()
+    assert held.outcome["result"].recomputed_in_turn
     assert _late_rows(fresh_database, "landed-meanwhile"), "written from an older lake"
     assert _lock_is_free(fresh_database)

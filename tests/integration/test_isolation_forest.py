@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,8 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from tests.integration.lock_helpers import detection_behind_the_lock, wait_until
 from vigil.detect.forest import TRAINING_LEAD
-from vigil.detect.hours import DETECTION_LOCK, detect_hour, detect_recent
+from vigil.detect.hours import detect_hour, detect_recent
 from vigil.detect.rules import load_rules
 from vigil.generate import StreamSpec, SyntheticStream, resolve_scenarios
 from vigil.lake import Lake, file_name, hour_dir, raw_schema
@@ -216,26 +215,15 @@ def test_an_ingest_run_trains_its_models_without_holding_up_other_detections(
     so the runs queued behind it never wait for it (they wait for detections only)."""
     migrate(fresh_database)
     landed = {topic: (HOUR, HOUR + timedelta(minutes=4)) for topic in RATES}
-    outcome: dict[str, Any] = {}
 
-    def ingest_detection() -> None:
-        with psycopg.connect(fresh_database) as conn:
-            outcome["result"] = detect_recent(full_lake, load_rules(), conn, landed)
-
-    with psycopg.connect(fresh_database, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (DETECTION_LOCK,))
-        worker = threading.Thread(target=ingest_detection)
-        worker.start()
-        deadline = time.monotonic() + 120
-        while len(_models(fresh_database)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+    with detection_behind_the_lock(fresh_database, lambda conn: detect_recent(
+            full_lake, load_rules(), conn, landed)) as held:
+        wait_until(lambda: len(_models(fresh_database)) >= 2, 120)
         trained = _models(fresh_database)
-        holder.execute("SELECT pg_advisory_unlock(%s)", (DETECTION_LOCK,))
-        worker.join(timeout=120)
     assert [(rule, hour) for rule, hour, _at in trained] == [
         ("metrics_isolation_forest", HOUR), ("transactions_isolation_forest", HOUR)], \
         "the models were not trained while another detection held the lock"
-    assert not worker.is_alive() and outcome["result"].notes == ()
+    assert not held.worker.is_alive() and held.outcome["result"].notes == ()
 
 
 def test_the_schedule_trains_the_next_hours_models_before_it_begins(
