@@ -109,6 +109,9 @@ def measure_floor(settings: Settings, store: Path, samples: int
     return to_row, to_hook
 
 
+SEGMENT = 300  # seconds: run work is also shown per 5 minutes of the load (growth)
+
+
 def run_timings(settings: Settings) -> dict[str, Any]:
     """From Dagster's own storage, over the ingest runs: the gaps between their creations
     while there was always something to land (the sensor's tick interval), their launch
@@ -130,8 +133,11 @@ def run_timings(settings: Settings) -> dict[str, Any]:
     launch = [start - c for c, (_c, start, _e, _id) in zip(created, runs, strict=True)]
     work = [end - start for _c, start, end, _id in runs]
     gaps = [b - a for a, b in pairwise(created)]
+    by_segment: dict[int, list[float]] = {}  # runs created in each 5 minutes of the load
+    for at, seconds in zip(created, work, strict=True):
+        by_segment.setdefault(int(at - created[0]) // SEGMENT, []).append(seconds)
     return {"launch": sorted(launch), "work": sorted(work), "tick": sorted(gaps),
-            "slowest": where}
+            "slowest": where, "by_segment": by_segment}
 
 
 def slow_run(conn: psycopg.Connection[Any], run: tuple[Any, ...]) -> str:
@@ -267,6 +273,10 @@ def report(rate: float, interval: int, load: dict[str, Any]) -> None:
         print(line(f"{interval:>2} s | {name}", values))
     for slow in timings["slowest"]:
         print(f"   slowest ingest run ({interval} s tick): {slow}")
+    growth = " | ".join(
+        f"{k * SEGMENT // 60}-{(k + 1) * SEGMENT // 60} min {percentile(v, 50):.1f}/"
+        f"{percentile(v, 95):.1f}" for k, v in sorted(timings["by_segment"].items()))
+    print(f"   run work p50/p95 (s) by when runs were created ({interval} s tick): {growth}")
 
 
 def main() -> None:
