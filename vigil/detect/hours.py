@@ -18,7 +18,6 @@ import pyarrow as pa
 from vigil.detect import carry, forest
 from vigil.detect.engine import (
     ANOMALY_COLUMNS,
-    EVIDENCE,
     Reader,
     among,
     decided_firings,
@@ -30,7 +29,7 @@ from vigil.detect.engine import (
     to_frame,
 )
 from vigil.detect.frames import TopicFrame
-from vigil.detect.reads import NARROW_LIMIT, TopicReads, distinct, share_key
+from vigil.detect.reads import NARROW_LIMIT, TopicReads, distinct, read_columns, share_key
 from vigil.detect.rules import Rule
 from vigil.lake import Lake, floor_hour, hours_between, may_hold
 from vigil.store import (
@@ -105,8 +104,7 @@ def _read_frames(lake: Lake, rules: list[Rule], spans: dict[str, tuple[datetime,
 
 
 def _read(lake: Lake, rules: list[Rule], start: datetime, end: datetime) -> pd.DataFrame:
-    columns = sorted(set().union(*(r.columns() for r in rules)) | set(EVIDENCE))
-    return to_frame(lake.read_events(rules[0].topic, start, end, columns=columns,
+    return to_frame(lake.read_events(rules[0].topic, start, end, columns=read_columns(rules),
                                      dictionary=True))
 
 
