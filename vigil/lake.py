@@ -105,11 +105,10 @@ _SPAN = re.compile(r"\+t(-?\d+)_(-?\d+)\.parquet$")
 
 def may_hold(path: str, start: datetime, end: datetime) -> bool:
     """Whether a data file may hold events with start <= timestamp < end, by its name."""
-    found = _SPAN.search(path)
-    if found is None:  # landed before names carried times: open it to know
+    span = _file_span(path)
+    if span is None:  # landed before names carried times: open it to know
         return True
-    first, last = int(found.group(1)), int(found.group(2))
-    return last >= epoch_us(start) and first < epoch_us(end)
+    return span[1] >= epoch_us(start) and span[0] < epoch_us(end)
 
 
 def epoch_us(moment: datetime) -> int:
@@ -219,15 +218,8 @@ class Lake:
 
     def raw_dataset(self, topic: str, start: datetime, end: datetime,
                     dictionary: bool = False) -> pads.Dataset:
-        """The files of one topic that may hold events in [start, end), unfiltered. Scanning
-        the same dataset again reuses the file footers it parsed: one per detection run."""
-        schema = raw_schema(topic, dictionary)
-        file_format = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(
-            dictionary_columns=sorted(GROUPING_FIELDS & set(schema.names)))) \
-            if dictionary else "parquet"
-        files = [f for f in self.files("raw", topic, start, end) if may_hold(f, start, end)]
-        return pads.dataset(files, schema=schema,
-                            format=file_format, filesystem=self.fs)
+        """The files of one topic that may hold events in [start, end), unfiltered."""
+        return RawFiles(self, topic, start, end).dataset(start, end, dictionary)
 
     def events_dataset(self, topic: str, start: datetime, end: datetime,
                        dictionary: bool = False) -> pads.Dataset:
@@ -247,6 +239,48 @@ class Lake:
         schema = raw_schema(topic) if area == "raw" else QUARANTINE_SCHEMA
         return pads.dataset(files, schema=schema, format="parquet",
                             filesystem=self.fs).to_table()
+
+
+class RawFiles:
+    """One topic's raw files over a span, for several scans of parts of it: each scan opens
+    only the files whose names say they may hold its part, and parses a file's footer once
+    however many scans read it. A detection run scans an hour of files (thousands under
+    load) several times, mostly for its last seconds; a dataset of the whole span visits
+    every file on every scan, a cost that grows as the hour fills."""
+
+    def __init__(self, lake: Lake, topic: str, start: datetime, end: datetime) -> None:
+        self.topic, self._fs = topic, lake.fs
+        self._files = [(path, _file_span(path)) for path in lake.files("raw", topic, start, end)]
+        self._fragments: dict[bool, dict[str, pads.Fragment]] = {False: {}, True: {}}
+        self._formats = {flag: _raw_format(topic, flag) for flag in (False, True)}
+
+    def dataset(self, start: datetime, end: datetime, dictionary: bool = False
+                ) -> pads.Dataset:
+        """The files that may hold events in [start, end), unfiltered; with `dictionary`,
+        the GROUPING_FIELDS read as Arrow dictionaries."""
+        low, high = epoch_us(start), epoch_us(end)
+        file_format, cache = self._formats[dictionary], self._fragments[dictionary]
+        fragments = []
+        for path, span in self._files:
+            if span is not None and (span[1] < low or span[0] >= high):
+                continue
+            if path not in cache:
+                cache[path] = file_format.make_fragment(path, filesystem=self._fs)
+            fragments.append(cache[path])
+        return pads.FileSystemDataset(fragments, raw_schema(self.topic, dictionary),
+                                      file_format, self._fs)
+
+
+def _file_span(path: str) -> tuple[int, int] | None:
+    """A raw file's first and last event time from its name (µs), None if it has none."""
+    found = _SPAN.search(path)
+    return None if found is None else (int(found.group(1)), int(found.group(2)))
+
+
+def _raw_format(topic: str, dictionary: bool) -> pads.ParquetFileFormat:
+    columns = sorted(GROUPING_FIELDS & set(raw_schema(topic).names)) if dictionary else []
+    return pads.ParquetFileFormat(
+        read_options=pads.ParquetReadOptions(dictionary_columns=columns))
 
 
 def time_range(start: datetime, end: datetime) -> pads.Expression:

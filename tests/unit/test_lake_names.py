@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from vigil.lake import Lake, epoch_us, file_name, hour_dir, may_hold, raw_schema, scan_events
+from vigil.lake import (
+    Lake,
+    RawFiles,
+    epoch_us,
+    file_name,
+    hour_dir,
+    may_hold,
+    raw_schema,
+    scan_events,
+)
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -55,3 +64,33 @@ def test_a_read_of_a_span_opens_only_files_that_may_hold_it(tmp_path: Path) -> N
     # A whole-hour read still sees every row, the file without times included.
     everything = lake.read_events("metrics", T0, T0 + timedelta(hours=1))
     assert everything.num_rows == 6 * 12 + 1
+
+
+def test_scans_of_parts_of_a_span_open_only_the_files_of_their_part(tmp_path: Path) -> None:
+    lake = Lake(tmp_path.as_uri())
+    directory = hour_dir("raw", "metrics", T0)
+    for k in range(6):  # a minute each, 10:00-10:05:55
+        span = (epoch_us(T0 + timedelta(minutes=k)),
+                epoch_us(T0 + timedelta(minutes=k, seconds=55)))
+        lake.write(f"{directory}/{file_name('metrics', 0, 100 * k, span)}",
+                   _metrics(100 * k, [60.0 * k + s for s in range(0, 60, 5)]))
+    lake.write(f"{directory}/{file_name('metrics', 0, 1000)}", _metrics(1000, [125.0]))
+
+    files = RawFiles(lake, "metrics", T0, T0 + timedelta(hours=1))
+    for start_s, end_s, names in [
+        (300, 330, ["metrics+0+1000.parquet", "metrics+0+500"]),  # the last seconds
+        (0, 60, ["metrics+0+0", "metrics+0+1000.parquet"]),
+        (56, 60, ["metrics+0+1000.parquet"]),  # between files: only the one without times
+        (0, 3600, ["metrics+0+0", "metrics+0+100", "metrics+0+1000.parquet", "metrics+0+200",
+                   "metrics+0+300", "metrics+0+400", "metrics+0+500"]),
+    ]:
+        start, end = T0 + timedelta(seconds=start_s), T0 + timedelta(seconds=end_s)
+        for dictionary in (False, True):
+            dataset = files.dataset(start, end, dictionary)
+            assert sorted(Path(f).name.split("+t")[0] for f in dataset.files) == names
+            read = scan_events(dataset, start, end, ["timestamp", "_offset", "host"],
+                               dictionary)
+            whole = lake.read_events("metrics", start, end, ["timestamp", "_offset", "host"],
+                                     dictionary)
+            assert read.equals(whole)
+            assert pa.types.is_dictionary(read.schema.field("host").type) == dictionary

@@ -1,6 +1,7 @@
 """One detection run's reads of the lake: each rule reads only its columns over its own
-span, and every read of a topic scans one dataset, so a file's footer is parsed once per
-run however many rules read it (an hour holds thousands of small files under load).
+span, and each read opens only the files that may hold its span (by their names), a file's
+footer parsed once per run however many reads open it (an hour holds thousands of small
+files under load; most reads want its last seconds).
 
 Before a batch, a rule needs the past only of the entities the batch holds: a firing
 depends on its own entity's events alone. So the past is read narrowed to those entities
@@ -21,7 +22,7 @@ import pyarrow.dataset as pads
 from vigil.detect.engine import EVIDENCE, epoch_us, may_fire, recent_reach, to_frame
 from vigil.detect.frames import micros
 from vigil.detect.rules import Rule
-from vigil.lake import GROUPING_FIELDS, Lake, scan_events
+from vigil.lake import GROUPING_FIELDS, Lake, RawFiles, raw_schema, scan_events
 
 # Past this many entities in a batch (a whole bucket recomputed) the past is read whole.
 NARROW_LIMIT = 100_000
@@ -30,16 +31,14 @@ NARROW_LIMIT = 100_000
 class TopicReads:
     def __init__(self, lake: Lake, spans: dict[str, tuple[datetime, datetime]]) -> None:
         """`spans`: per topic, the widest [start, end) any read of this run will ask for."""
-        self._lake, self._spans = lake, spans
-        self._datasets = {topic: lake.raw_dataset(topic, start, end, dictionary=True)
-                          for topic, (start, end) in spans.items()}
-        self._plain: dict[str, pads.Dataset] = {}
+        self._files = {topic: RawFiles(lake, topic, start, end)
+                       for topic, (start, end) in spans.items()}
 
     def table(self, rules: list[Rule], start: datetime, end: datetime) -> pa.Table:
         """Events of the rules' topic in [start, end) with the columns they read, grouping
         columns as Arrow dictionaries (one per column), ordered by time."""
-        return scan_events(self._datasets[rules[0].topic], start, end, read_columns(rules),
-                           dictionary=True)
+        return scan_events(self._files[rules[0].topic].dataset(start, end, dictionary=True),
+                           start, end, read_columns(rules), dictionary=True)
 
     def narrowed(self, rules: list[Rule], start: datetime, end: datetime,
                  entities: dict[str, pa.Array], where: pads.Expression | None = None
@@ -47,13 +46,12 @@ class TopicReads:
         """Like `table`, only rows of the `entities` listed (each group column's values: a
         superset of the entities when there are several columns) that also meet `where`."""
         topic = rules[0].topic
-        if topic not in self._plain:  # footers parsed once more, not per read
-            self._plain[topic] = self._lake.raw_dataset(topic, *self._spans[topic])
         condition = entity_filter(entities)
         if where is not None:
             condition = condition & where
-        rows = scan_events(self._plain[topic], start, end, read_columns(rules), where=condition)
-        return as_dictionaries(rows, self._datasets[topic].schema)
+        rows = scan_events(self._files[topic].dataset(start, end), start, end,
+                           read_columns(rules), where=condition)
+        return as_dictionaries(rows, raw_schema(topic, dictionary=True))
 
     def with_past(self, rules: list[Rule], batch: pa.Table, since: datetime,
                   head: datetime) -> pd.DataFrame:
@@ -79,8 +77,8 @@ class TopicReads:
         if max(len(values) for values in entities.values()) <= NARROW_LIMIT:
             past = self.narrowed(rules, start, head, entities, where)
         else:  # a whole bucket recomputed: a filter this long costs more than it saves
-            past = scan_events(self._datasets[rules[0].topic], start, head, columns,
-                               dictionary=True, where=where)
+            past = scan_events(self._files[rules[0].topic].dataset(start, head, dictionary=True),
+                               start, head, columns, dictionary=True, where=where)
         # The past ends before `head`: both parts in time order, so is their concatenation.
         joined = pa.concat_tables([past.select(columns), recent]).unify_dictionaries()
         return to_frame(joined)
