@@ -15,6 +15,8 @@ Run: .venv/bin/python bench/run_work.py [--minutes 10 --rate 20000 --batch 12000
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import statistics
 import sys
 import time
@@ -45,7 +47,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=10, help="minutes of event time")
     parser.add_argument("--rate", type=float, default=20_000.0, help="events/s across topics")
     parser.add_argument("--batch", type=int, default=120_000, help="offsets per ingest run")
+    parser.add_argument("--profile", metavar="FROM-TO", default=None,
+                        help="profile detection of runs in these minutes of event time (e.g. "
+                             "11-16) and print where its time went")
     args = parser.parse_args()
+    profiled = profile_window(args.profile)
+    profiler = cProfile.Profile()
     with kafka_for_bench() as settings:
         migrate(settings.database_url)
         ensure_topics(settings.kafka_bootstrap, TOPICS, settings.kafka_partitions)
@@ -75,12 +82,15 @@ def main() -> None:
                 landed_at = time.perf_counter()
                 spans = {t: (x.first_event, x.last_event) for t, x in report.topics.items()
                          if x.first_event is not None and x.last_event is not None}
+                newest = max((last for _first, last in spans.values()), default=start)
+                minute = int((newest - start).total_seconds() // 60)
+                if minute in profiled:
+                    profiler.enable()
                 detect_recent(lake, rules, conn, spans)
+                profiler.disable()
                 done = time.perf_counter()
                 if not spans:
                     continue
-                newest = max(last for _first, last in spans.values())
-                minute = int((newest - start).total_seconds() // 60)
                 land_s[minute].append(landed_at - began)
                 detect_s[minute].append(done - landed_at)
         print(f"\nan ingest run's work as the lake fills ({args.rate:,.0f} events/s, "
@@ -92,6 +102,16 @@ def main() -> None:
                             statistics.median(detect_s[minute]))
             print(f"| {minute:>2}-{minute + 1:<2} min{'':13} | {len(land_s[minute]):>4} | "
                   f"{land:8.2f} | {detect:10.2f} | {detect / land:12.1f}x |")
+    if profiled:
+        print(f"\nwhere detection's time went in minutes {args.profile} (cumulative, top 40)")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+
+
+def profile_window(text: str | None) -> range:
+    if text is None:
+        return range(0)
+    first, _, last = text.partition("-")
+    return range(int(first), int(last or first) + 1)
 
 
 if __name__ == "__main__":
