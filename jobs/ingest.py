@@ -1,5 +1,6 @@
 """The ingest job: land the exact offset ranges a sensor tick cut, report what landed where."""
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -89,7 +90,9 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
     try:
         with psycopg.connect(settings.database_url) as conn:
             result = detect_recent(lake, rules, conn, landed)
+            delivering = time.monotonic()
             delivery = deliver_configured(conn, settings.discord_webhook_url)
+            delivered = time.monotonic() - delivering
     except psycopg.errors.UndefinedTable as exc:
         raise dg.Failure(f"detection skipped, the events are landed: the database has no "
                          f"anomaly_events table ({exc}). Run `vigil db migrate`.",
@@ -101,7 +104,8 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
                      f"stored anomalies from the batch on ({sum(result.reopened.values())} "
                      f"entities with anomalies still open recomputed from their bucket's "
                      f"start), the rest recomputed their buckets; "
-                     f"alerts sent {delivery.delivered_rows}, pending {delivery.pending_rows}")
+                     f"alerts sent {delivery.delivered_rows}, pending {delivery.pending_rows}; "
+                     f"{time_spent({**result.seconds, 'alerts': delivered})}")
     for note in result.notes:
         context.log.warning(note)
     metadata: dict[str, Any] = {
@@ -116,6 +120,12 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
     return {"anomalies": result.anomalies, "anomalies_written": result.written,
             "anomalies_removed": result.removed, "alerts_sent": delivery.delivered_rows,
             "alerts": delivery.disabled or "enabled"}
+
+
+def time_spent(seconds: dict[str, float]) -> str:
+    """Where detection's time went, e.g. "seconds: models 0.01, lock_wait 2.10, detect 1.40,
+    alerts 0.05" (bench/latency.py reads it back from the run's log)."""
+    return "seconds: " + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items())
 
 
 def materializations(report: LandingReport) -> list[dg.AssetMaterialization]:

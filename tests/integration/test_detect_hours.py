@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -222,8 +223,13 @@ def test_detections_take_turns(landed: tuple[Lake, datetime, list[Any]],
             lake, load_rules(), conn, spans)) as held:
         assert wait_until(held.waiting, 30), "the detection did not wait for the lock"
         assert held.worker.is_alive() and _table(fresh_database) == []
+        time.sleep(0.5)
     assert not held.worker.is_alive()
     assert held.outcome["result"].anomalies > 0
+    # The run says where its time went: the wait is told apart from the work.
+    seconds = held.outcome["result"].seconds
+    assert seconds["lock_wait"] >= 0.5 and 0 < seconds["detect"] < seconds["lock_wait"] + 60
+    assert set(seconds) == {"models", "lock_wait", "detect"}
     assert len(_table(fresh_database)) == held.outcome["result"].anomalies
     assert _lock_is_free(fresh_database)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,11 @@ def test_sensor_runs_land_every_good_event_once_and_quarantine_the_rest(
                                                               instance=instance)
     assert again.success
     assert file_hashes(lake_dir) == before
+    # Its log says where detection's time went (bench/latency.py reads it back).
+    (told,) = [e.user_message for e in instance.all_logs(again.run_id)
+               if e.user_message.startswith("detection:")]
+    assert re.search(r"; seconds: models \d+\.\d\d, lock_wait \d+\.\d\d, detect \d+\.\d\d, "
+                     r"alerts \d+\.\d\d$", told), told
     assert {t: _all_raw(lake)[t].num_rows for t in TOPICS} == produced
 
 

@@ -5,6 +5,7 @@ recomputed from it alone (backfills, scheduled reprocessing, the ingest run's ow
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -220,6 +221,9 @@ class RecentResult:
     notes: tuple[str, ...] = ()
     continued: dict[str, bool] = field(default_factory=dict)  # rule -> folded, not recomputed
     reopened: dict[str, int] = field(default_factory=dict)  # continued rule -> entities redone
+    # Where the pass's time went: loading (or training) models, waiting for the detection
+    # lock (other runs detecting), detecting and writing under it.
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def hours(self) -> list[datetime]:
@@ -254,10 +258,13 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     details = {r.name: rule_details(r) for r in rules}
     # Models learn from history that ended before their hour: trained (once, by whichever
     # run or schedule comes first) without holding up every other run's detection.
+    began = time.monotonic()
     models, notes = forest_models(
         lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
         retrain=False)
+    asked = time.monotonic()
     with detection_lock(conn):
+        locked = time.monotonic()
         stored = carry.stored_anomalies(conn, windows)
         continued = {r.name: carry.foldable(stored[r.name].values(), details[r.name])
                      for r in active}
@@ -279,9 +286,11 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
         # only if found again); a recomputed rule's buckets are replaced.
         recomputed = {name: windows[name] for name, flag in continued.items() if not flag}
         written, removed = replace_windows(conn, rows, recomputed, stale)
+    seconds = {"models": asked - began, "lock_wait": locked - asked,
+               "detect": time.monotonic() - locked}
     return RecentResult(windows, len(rows), written, removed, _by_rule(anomalies),
                         tuple(notes), continued,
-                        {name: len(c.reopened) for name, c in carried.items()})
+                        {name: len(c.reopened) for name, c in carried.items()}, seconds)
 
 
 @dataclass(frozen=True)
