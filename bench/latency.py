@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -36,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil
 import psycopg
 from psycopg.rows import dict_row
 
@@ -115,12 +117,18 @@ SEGMENT = 300  # seconds: run work is also shown per 5 minutes of the load (grow
 def run_timings(settings: Settings) -> dict[str, Any]:
     """From Dagster's own storage, over the ingest runs: the gaps between their creations
     while there was always something to land (the sensor's tick interval), their launch
-    (queued -> started: dequeue, process start, imports) and their work (started -> ended);
+    (queued -> started: dequeue, process start, imports) and their work (started -> ended),
+    per 5 minutes of the load also taken apart by the run's own account of its detection;
     and, for the slowest runs, where their time went (the longest wait between log lines)."""
     with psycopg.connect(settings.database_url) as conn:
         runs = conn.execute("SELECT create_timestamp, start_time, end_time, run_id FROM runs "
                             "WHERE pipeline_name = 'ingest' AND start_time IS NOT NULL "
                             "AND end_time IS NOT NULL ORDER BY create_timestamp").fetchall()
+        told = {run_id: (at.replace(tzinfo=UTC).timestamp(), json.loads(event))
+                for run_id, at, event in conn.execute(
+                    "SELECT run_id, timestamp, event FROM event_logs WHERE run_id = ANY(%s) "
+                    "AND event LIKE '%%detection: %%seconds: %%'",
+                    ([r[3] for r in runs],)).fetchall()}
         slowest = sorted(runs, key=lambda r: r[1] - r[2])[:3]
         where = []
         for run in slowest:
@@ -133,11 +141,26 @@ def run_timings(settings: Settings) -> dict[str, Any]:
     launch = [start - c for c, (_c, start, _e, _id) in zip(created, runs, strict=True)]
     work = [end - start for _c, start, end, _id in runs]
     gaps = [b - a for a, b in pairwise(created)]
-    by_segment: dict[int, list[float]] = {}  # runs created in each 5 minutes of the load
-    for at, seconds in zip(created, work, strict=True):
-        by_segment.setdefault(int(at - created[0]) // SEGMENT, []).append(seconds)
+    by_segment: dict[int, list[dict[str, float]]] = {}  # runs created in each 5 minutes
+    for at, (_c, start, end, run_id) in zip(created, runs, strict=True):
+        parts = {"work": end - start}
+        if run_id in told:
+            logged_at, event = told[run_id]
+            parts.update(spent(event.get("user_message", "")))
+            # Up to its detection: landing, and the op's start (not itemised in the line).
+            parts["land"] = logged_at - start - sum(v for k, v in parts.items() if k != "work")
+        by_segment.setdefault(int(at - created[0]) // SEGMENT, []).append(parts)
     return {"launch": sorted(launch), "work": sorted(work), "tick": sorted(gaps),
             "slowest": where, "by_segment": by_segment}
+
+
+def spent(message: str) -> dict[str, float]:
+    """The "seconds: models 0.01, lock_wait 2.10, ..." an ingest run's detection line ends with."""
+    found = re.search(r"seconds: (.*)$", message)
+    if found is None:
+        return {}
+    pairs = (part.rsplit(" ", 1) for part in found.group(1).split(", "))
+    return {name: float(value) for name, value in pairs}
 
 
 def slow_run(conn: psycopg.Connection[Any], run: tuple[Any, ...]) -> str:
@@ -186,6 +209,36 @@ class LagProbe(threading.Thread):
             self.done.wait(1.0)
 
 
+def cpu_by_component(state: Path) -> dict[str, float]:
+    """CPU seconds so far of this process (the producer, probes), every process below it and
+    every process naming the stack's `state` directory (a daemonised Postgres) with those
+    below it, by component (a Python module run with -m, else the program: java is Kafka).
+    A finished process counts once its parent has reaped it (an ingest run: under the warm
+    launcher's orchestration.run_worker that forked it)."""
+    me = psutil.Process()
+    roots = [me] + [p for p in psutil.process_iter(["cmdline"])
+                    if str(state) in " ".join(p.info["cmdline"] or ())]
+    family = {p.pid: p for root in roots for p in [root, *_children(root)]}
+    spent: dict[str, float] = {}
+    for process in family.values():
+        try:
+            times, argv, program = process.cpu_times(), process.cmdline(), process.name()
+        except psutil.Error:  # ended meanwhile
+            continue
+        name = "bench (producer, probes)" if process.pid == me.pid else \
+            argv[argv.index("-m") + 1] if "-m" in argv[:-1] else program
+        spent[name] = spent.get(name, 0.0) + times.user + times.system + \
+            times.children_user + times.children_system
+    return spent
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
 def measure_load(settings: Settings, store: Path, rate: float, duration: int, cycles: int
                  ) -> dict[str, Any]:
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
@@ -196,10 +249,12 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int, cy
     probe = LagProbe(settings)
     probe.start()
     sender = EventSender(settings.kafka_bootstrap)
-    began = time.monotonic()
+    cpu_before, began = cpu_by_component(settings.state_dir), time.monotonic()
     report = produce_stream(sender, SyntheticStream(spec), list(TOPICS), duration, 1.0,
                             labels.extend)
     produce_s = time.monotonic() - began
+    cpu = {name: spent - cpu_before.get(name, 0.0)
+           for name, spent in cpu_by_component(settings.state_dir).items()}
     produced = sum(report.delivered.values())
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -220,6 +275,7 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int, cy
         if first is not None and key in hooks:
             to_hook.append((hooks[key] - first["timestamp"]).total_seconds())
     return {"produced": produced, "produce_s": produce_s, "caught_up_s": caught_up_s,
+            "cpu": cpu,
             "scores": scores, "to_row": scores.latencies, "to_hook": sorted(to_hook),
             "max_lag": max((lag for _t, lag in probe.samples), default=0),
             "lag_at_end": next((lag for t, lag in reversed(probe.samples) if t <= produce_s),
@@ -273,10 +329,18 @@ def report(rate: float, interval: int, load: dict[str, Any]) -> None:
         print(line(f"{interval:>2} s | {name}", values))
     for slow in timings["slowest"]:
         print(f"   slowest ingest run ({interval} s tick): {slow}")
-    growth = " | ".join(
-        f"{k * SEGMENT // 60}-{(k + 1) * SEGMENT // 60} min {percentile(v, 50):.1f}/"
-        f"{percentile(v, 95):.1f}" for k, v in sorted(timings["by_segment"].items()))
-    print(f"   run work p50/p95 (s) by when runs were created ({interval} s tick): {growth}")
+    print(f"   ingest runs by when they were created ({interval} s tick), p50/p95 seconds; "
+          "land = run start to detection (landing, op start)")
+    print("   | minutes | runs |      work |      land |    models | lock wait |    detect |"
+          "    alerts |")
+    for k, runs in sorted(timings["by_segment"].items()):
+        cells = []
+        for part in ("work", "land", "models", "lock_wait", "detect", "alerts"):
+            values = [r[part] for r in runs if part in r]
+            cells.append(f"{percentile(values, 50):4.1f}/{percentile(values, 95):4.1f}"
+                         if values else "        -")
+        print(f"   | {k * SEGMENT // 60:>2}-{(k + 1) * SEGMENT // 60:<4} | {len(runs):>4} | "
+              + " | ".join(f"{c:>9}" for c in cells) + " |")
 
 
 def main() -> None:
@@ -307,6 +371,10 @@ def main() -> None:
               f"{load['produce_s']:.0f} s ({achieved:,.0f} events/s achieved) in {runs} ingest "
               f"runs; max consumer lag {load['max_lag']:,} events, {load['lag_at_end']:,} when "
               f"producing ended, caught up {load['caught_up_s']:.0f} s later")
+        cpu = sorted(load["cpu"].items(), key=lambda item: -item[1])
+        print("  CPU while producing, share of the machine's cores: " + ", ".join(
+            f"{name} {spent / (load['produce_s'] * (os.cpu_count() or 1)):.0%}"
+            for name, spent in cpu if spent >= 0.5))
         missed = load["scores"].missed()
         measured = [s.scenario for s in load["scores"].scenarios if s.rule and s.detected]
         print(f"  threshold scenarios measured: {', '.join(measured) or 'none'}"
