@@ -236,6 +236,22 @@ def cpu_by_component(state: Path) -> dict[str, float]:
     return spent
 
 
+def busiest_tables(settings: Settings) -> list[str]:
+    """Postgres's sessions opened (each a backend process to start) and its busiest tables by
+    rows read in sequential scans and rows written (Dagster's storage shares the database):
+    where its CPU may go."""
+    with psycopg.connect(settings.database_url) as conn:
+        found = conn.execute(
+            "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_tup_ins + n_tup_upd + n_tup_del "
+            "FROM pg_stat_user_tables ORDER BY seq_tup_read + 10 * (n_tup_ins + n_tup_upd "
+            "+ n_tup_del) DESC LIMIT 6").fetchall()
+        sessions = conn.execute("SELECT sum(sessions) FROM pg_stat_database").fetchone()
+    opened = int(sessions[0] or 0) if sessions else 0
+    return [f"{opened:,} sessions opened since it started"] + [
+        f"{name} (seq scans {scans:,} reading {read:,} rows, index scans {index or 0:,}, "
+            f"rows written {written:,})" for name, scans, read, index, written in found]
+
+
 def _children(process: psutil.Process) -> list[psutil.Process]:
     try:
         return process.children(recursive=True)
@@ -273,6 +289,7 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int, cy
     time.sleep(8.0)  # the last run's detection and delivery
     probe.done.set()
     found = rows(settings)
+    tables = busiest_tables(settings)
     hooks = arrivals(store)
     scores = score(labels, found)
     to_hook = []
@@ -282,7 +299,7 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int, cy
         if first is not None and key in hooks:
             to_hook.append((hooks[key] - first["timestamp"]).total_seconds())
     return {"produced": produced, "produce_s": produce_s, "caught_up_s": caught_up_s,
-            "cpu": cpu,
+            "cpu": cpu, "tables": tables,
             "scores": scores, "to_row": scores.latencies, "to_hook": sorted(to_hook),
             "max_lag": max((lag for _t, lag in probe.samples), default=0),
             "lag_at_end": next((lag for t, lag in reversed(probe.samples) if t <= produce_s),
@@ -382,6 +399,7 @@ def main() -> None:
         print("  CPU while producing, share of the machine's cores: " + ", ".join(
             f"{name} {spent / (load['produce_s'] * (os.cpu_count() or 1)):.0%}"
             for name, spent in cpu if spent >= 0.5))
+        print("  Postgres's busiest tables: " + "; ".join(load["tables"]))
         missed = load["scores"].missed()
         measured = [s.scenario for s in load["scores"].scenarios if s.rule and s.detected]
         print(f"  threshold scenarios measured: {', '.join(measured) or 'none'}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -161,9 +162,35 @@ def require_free_port(host: str, port: int, variable: str) -> None:
 
 
 def free_port() -> int:
+    """A loopback port free now, below the kernel's ephemeral range when it can: a port in
+    that range may be drawn meanwhile as the source port of any outgoing connection, and the
+    service meant to listen on it then fails to start ("already in use")."""
+    low = _ephemeral_low()
+    candidates = list(range(max(1024, low - 12_000), low)) if low > 2048 else []
+    random.shuffle(candidates)
+    for port in candidates[:500]:
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_HANDED_OUT: set[int] = set()  # not handed out twice by one process
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def environ_without(*names: str) -> dict[str, str]:
