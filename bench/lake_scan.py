@@ -33,6 +33,7 @@ from vigil.lake import Lake, RawFiles, epoch_us, file_name, hour_dir, raw_schema
 
 COLUMNS = ["timestamp", "service", "level", "user_id", "message", "event_id"]
 START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+Scans = dict[str, Callable[[], object]]  # a run's scans by name, each ready to time
 
 
 def land(lake: Lake, minutes: int, run_seconds: float, partitions: int, rows: int) -> None:
@@ -80,9 +81,6 @@ def run_scans(batch: Callable[[], pa.Table], plain: Callable[[datetime, datetime
         "baseline": lambda: scan_events(plain(hour, head), hour, head, COLUMNS,
                                         where=entity_filter(few)),
     }
-
-
-Scans = dict[str, Callable[[], object]]
 
 
 def scans_at(lake: Lake, end: datetime, head: datetime, entities: int

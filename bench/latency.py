@@ -146,7 +146,7 @@ def run_timings(settings: Settings) -> dict[str, Any]:
         parts = {"work": end - start}
         if run_id in told:
             logged_at, event = told[run_id]
-            parts.update(spent(event.get("user_message", "")))
+            parts.update(phase_seconds(event.get("user_message", "")))
             # Up to its detection: landing, and the op's start (not itemised in the line).
             parts["land"] = logged_at - start - sum(v for k, v in parts.items() if k != "work")
         by_segment.setdefault(int(at - created[0]) // SEGMENT, []).append(parts)
@@ -154,7 +154,7 @@ def run_timings(settings: Settings) -> dict[str, Any]:
             "slowest": where, "by_segment": by_segment}
 
 
-def spent(message: str) -> dict[str, float]:
+def phase_seconds(message: str) -> dict[str, float]:
     """The "seconds: models 0.01, lock_wait 2.10, ..." an ingest run's detection line ends with."""
     found = re.search(r"seconds: (.*)$", message)
     if found is None:

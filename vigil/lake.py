@@ -105,10 +105,13 @@ _SPAN = re.compile(r"\+t(-?\d+)_(-?\d+)\.parquet$")
 
 def may_hold(path: str, start: datetime, end: datetime) -> bool:
     """Whether a data file may hold events with start <= timestamp < end, by its name."""
-    span = _file_span(path)
-    if span is None:  # landed before names carried times: open it to know
-        return True
-    return span[1] >= epoch_us(start) and span[0] < epoch_us(end)
+    return _may_hold(_file_span(path), epoch_us(start), epoch_us(end))
+
+
+def _may_hold(span: tuple[int, int] | None, low: int, high: int) -> bool:
+    """`may_hold` on a name's span (µs) already parsed; None: landed before names carried
+    times, so it must be opened to know."""
+    return span is None or (span[1] >= low and span[0] < high)
 
 
 def epoch_us(moment: datetime) -> int:
@@ -262,7 +265,7 @@ class RawFiles:
         file_format, cache = self._formats[dictionary], self._fragments[dictionary]
         fragments = []
         for path, span in self._files:
-            if span is not None and (span[1] < low or span[0] >= high):
+            if not _may_hold(span, low, high):
                 continue
             if path not in cache:
                 cache[path] = file_format.make_fragment(path, filesystem=self._fs)

@@ -166,9 +166,8 @@ def free_port() -> int:
     that range may be drawn meanwhile as the source port of any outgoing connection, and the
     service meant to listen on it then fails to start ("already in use")."""
     low = _ephemeral_low()
-    candidates = list(range(max(1024, low - 12_000), low)) if low > 2048 else []
-    random.shuffle(candidates)
-    for port in candidates[:500]:
+    below = range(max(1024, low - 12_000), low)
+    for port in random.sample(below, k=min(500, len(below))):
         if port in _HANDED_OUT:
             continue
         with socket.socket() as sock:
