@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from orchestration.storage_pool import pool_storage_connections
+
 STALE = "stale"
 PROBE_RUN_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -49,11 +51,14 @@ def _changed(stamps: dict[str, float]) -> bool:
 
 
 def _execute(instance: Any, run_id: str) -> int:
-    """In the forked child: Dagster's own run body, on the instance the zygote opened (its
-    storages pool no connections, so none crosses the fork)."""
+    """In the forked child: Dagster's own run body, on the instance the zygote opened. The
+    zygote's storages pool no connections, so none crosses the fork; the run pools its own
+    (a run logs each event: one connection per storage, not one per event)."""
     from dagster._cli.api import _execute_run_command_body
     from dagster._utils.interrupts import capture_interrupts
 
+    pool_storage_connections(instance, size=1, overflow=2,
+                             application_name=f"vigil run {run_id[:8]}")
     with capture_interrupts():
         return _execute_run_command_body(run_id, instance, lambda _event: None,
                                          set_exit_code_on_failure=False)

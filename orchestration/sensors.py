@@ -12,6 +12,7 @@ import dagster as dg
 from confluent_kafka import KafkaException
 
 from jobs.ingest import ingest
+from orchestration.storage_pool import sensor_instance
 from vigil.cursor import IngestPolicy, dump_cursor, load_cursor, plan_next
 from vigil.ingest import run_key
 from vigil.kafka import topic_watermarks
@@ -32,7 +33,8 @@ def _lag_text(lag: dict[str, dict[int, int]]) -> str:
                        "ranges and requests an ingest run for them.")
 def kafka_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     settings = Settings.from_env()
-    in_flight = context.instance.get_runs_count(
+    instance = sensor_instance(context, application_name="vigil kafka sensor")
+    in_flight = instance.get_runs_count(
         dg.RunsFilter(job_name=ingest.name, statuses=IN_FLIGHT))
     if in_flight >= settings.ingest_max_in_flight:
         return dg.SkipReason(f"backpressure: {in_flight} ingest runs queued or running "

@@ -8,7 +8,7 @@ import inspect
 import sys
 
 from dagster._cli import dev
-from dagster._daemon import sensor
+from dagster._daemon import cli, sensor
 
 from orchestration.daemon import configure_sensor_loop
 from orchestration.dev import with_vigil_daemon
@@ -35,3 +35,10 @@ def test_the_sensor_loop_interval_is_the_constant_the_loop_reads() -> None:
         assert sensor.MIN_INTERVAL_LOOP_TIME == 1
     finally:
         sensor.MIN_INTERVAL_LOOP_TIME = before
+
+
+def test_the_daemon_builds_its_controller_through_the_name_we_wrap() -> None:
+    # orchestration.daemon pools the instance's storages by replacing this module-level
+    # name; the command body must still look it up there, at call time.
+    assert "daemon_controller_from_instance(" in inspect.getsource(cli._daemon_run_command)
+    assert callable(cli.daemon_controller_from_instance)
