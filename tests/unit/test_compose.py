@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -101,6 +103,15 @@ def test_dagster_containers_load_the_code_location_over_grpc() -> None:
     assert server["host"] == "dagster-code" and str(server["port"]) == code[code.index("-p") + 1]
     for name in ("dagster-webserver", "dagster-daemon"):
         assert "infra/workspace.docker.yaml" in SERVICES[name]["command"]
+
+
+def test_the_daemon_container_runs_our_daemon_with_dagsters_arguments() -> None:
+    command = SERVICES["dagster-daemon"]["command"]
+    assert command[:4] == ["python", "-m", "orchestration.daemon", "run"]
+    answer = subprocess.run([sys.executable, "-m", "orchestration.daemon", "run", "--help"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr
+    assert "--workspace" in answer.stdout  # Dagster's own `run` command took the arguments
 
 
 def test_the_image_copies_every_python_package_the_project_ships() -> None:
