@@ -209,6 +209,38 @@ class LagProbe(threading.Thread):
             self.done.wait(1.0)
 
 
+class SessionProbe(threading.Thread):
+    """Postgres client sessions open at once, by application_name (a run's own name ends in
+    its id: counted as `vigil run`), once a second on one kept connection (its own counted)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.url = settings.database_url
+        self.peak: dict[str, int] = {}
+        self.peak_total = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.done.is_set():
+                found = conn.execute(
+                    "SELECT application_name, count(*) FROM pg_stat_activity "
+                    "WHERE backend_type = 'client backend' GROUP BY 1").fetchall()
+                now: dict[str, int] = {}
+                for name, count in found:
+                    key = "vigil run" if name.startswith("vigil run ") else name or "(unnamed)"
+                    now[key] = now.get(key, 0) + int(count)
+                self.peak_total = max(self.peak_total, sum(now.values()))
+                for key, count in now.items():
+                    self.peak[key] = max(self.peak.get(key, 0), count)
+                self.done.wait(1.0)
+
+    def text(self) -> str:
+        parts = ", ".join(f"{name} {count}" for name, count in
+                          sorted(self.peak.items(), key=lambda kv: -kv[1]))
+        return f"sessions open at once: peak {self.peak_total} (peak by name: {parts})"
+
+
 REST = "ingest runs and the rest"
 
 
@@ -268,6 +300,8 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int, cy
     labels: list[Label] = []
     probe = LagProbe(settings)
     probe.start()
+    sessions = SessionProbe(settings)
+    sessions.start()
     sender = EventSender(settings.kafka_bootstrap)
     cpu_before, began = cpu_by_component(settings.state_dir), time.monotonic()
     report = produce_stream(sender, SyntheticStream(spec), list(TOPICS), duration, 1.0,
@@ -288,6 +322,7 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int, cy
     caught_up_s = time.monotonic() - began - produce_s
     time.sleep(8.0)  # the last run's detection and delivery
     probe.done.set()
+    sessions.done.set()
     found = rows(settings)
     tables = busiest_tables(settings)
     hooks = arrivals(store)
@@ -299,7 +334,7 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int, cy
         if first is not None and key in hooks:
             to_hook.append((hooks[key] - first["timestamp"]).total_seconds())
     return {"produced": produced, "produce_s": produce_s, "caught_up_s": caught_up_s,
-            "cpu": cpu, "tables": tables,
+            "cpu": cpu, "tables": tables, "sessions": sessions.text(),
             "scores": scores, "to_row": scores.latencies, "to_hook": sorted(to_hook),
             "max_lag": max((lag for _t, lag in probe.samples), default=0),
             "lag_at_end": next((lag for t, lag in reversed(probe.samples) if t <= produce_s),
@@ -400,6 +435,7 @@ def main() -> None:
             f"{name} {spent / (load['produce_s'] * (os.cpu_count() or 1)):.0%}"
             for name, spent in cpu if spent >= 0.5))
         print("  Postgres's busiest tables: " + "; ".join(load["tables"]))
+        print("  Postgres " + load["sessions"])
         missed = load["scores"].missed()
         measured = [s.scenario for s in load["scores"].scenarios if s.rule and s.detected]
         print(f"  threshold scenarios measured: {', '.join(measured) or 'none'}"
