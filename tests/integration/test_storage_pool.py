@@ -107,6 +107,18 @@ def test_a_pooled_instance_keeps_its_connections(instance: dg.DagsterInstance,
                                     application_name="again") == 0  # already pooled
 
 
+def test_a_kept_connection_the_server_dropped_is_replaced_not_failed(
+        instance: dg.DagsterInstance, fresh_database: str) -> None:
+    pool_storage_connections(instance, size=1, overflow=1, application_name="vigil drop test")
+    assert instance.get_runs_count() == 0
+    with psycopg.connect(fresh_database, autocommit=True) as conn:  # as a Postgres restart would
+        dropped = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE application_name = 'vigil drop test'").fetchone()
+    assert dropped is not None and dropped[0] >= 1
+    assert instance.get_runs_count() == 0  # the ping on checkout found it gone: reconnected
+    assert connected_as(fresh_database, "vigil drop test") >= 1
+
+
 def test_a_run_forked_by_the_warm_worker_pools_its_own_connections(
         instance: dg.DagsterInstance, code_dir: Path, fresh_database: str) -> None:
     recon = ReconstructableRepository.for_module(
