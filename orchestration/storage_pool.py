@@ -40,14 +40,11 @@ def pool_storage_connections(instance: Any, *, size: int, overflow: int,
         url = getattr(storage, "postgres_url", None)
         if engine is None or url is None or not isinstance(engine.pool, db_pool.NullPool):
             continue
-        kwargs: dict[str, Any] = {"application_name": application_name}
-        options = engine.url.query.get("options")
-        if options:
-            kwargs["options"] = options
+        # The URL's own query (e.g. `options`) still reaches the driver: connect_args only add.
         storage._engine = create_pg_engine(
             url, getattr(storage, "_token_provider", None), isolation_level="AUTOCOMMIT",
             pool_size=size, max_overflow=overflow, pool_pre_ping=True,
-            pool_recycle=RECYCLE_SECONDS, connect_args=kwargs)
+            pool_recycle=RECYCLE_SECONDS, connect_args={"application_name": application_name})
         engine.dispose()
         replaced += 1
     return replaced
