@@ -14,6 +14,7 @@ from vigil.detect.hours import detect_recent
 from vigil.detect.rules import DEFAULT_RULES, RuleError, load_rules
 from vigil.ingest import LandingReport, OffsetRange, land_offset_ranges
 from vigil.lake import Lake
+from vigil.profiling import profiled
 from vigil.settings import Settings
 
 
@@ -89,7 +90,8 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
                          allow_retries=False) from None
     try:
         with psycopg.connect(settings.database_url) as conn:
-            result = detect_recent(lake, rules, conn, landed)
+            with profiled(settings.profile_dir, f"detect-{context.run_id}"):
+                result = detect_recent(lake, rules, conn, landed)
             delivering = time.monotonic()
             delivery = deliver_configured(conn, settings.discord_webhook_url)
             delivered = time.monotonic() - delivering

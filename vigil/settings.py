@@ -69,6 +69,7 @@ class Settings:
     ingest_start: str = "earliest"
     ingest_max_in_flight: int = 2
     sensor_interval: int = 2  # seconds between sensor ticks (local daemon; Dagster's own: 5)
+    profile_dir: Path | None = None  # each ingest run's detection profiled into it
 
     @property
     def reader_url(self) -> str:
@@ -203,7 +204,12 @@ def _read(env: _Env) -> Settings:
                                          "ingest runs queued or running at once, 1-64"),
         sensor_interval=env.integer("VIGIL_SENSOR_INTERVAL", 2, 1, 60,
                                     "seconds between sensor ticks, 1-60"),
+        profile_dir=_directory(env.text("VIGIL_PROFILE_DIR")),
     )
+
+
+def _directory(raw: str | None) -> Path | None:
+    return None if raw is None else Path(raw).expanduser().resolve()
 
 
 def _choice(env: _Env, name: str, options: tuple[str, ...], default: str) -> str:

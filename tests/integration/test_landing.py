@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pstats
 import re
 import signal
 import subprocess
@@ -323,3 +324,23 @@ def test_sensor_backpressure_and_the_record_cap(
     config = capped.run_requests[0].run_config["ops"]["land_ranges"]["config"]
     assert sum(r["end"] - r["start"] for r in config["ranges"]) == 100
     assert len(config["ranges"]) == 9
+
+
+def test_profile_dir_gets_each_ingest_runs_detection_profile(
+        stack: Settings, lake_dir: Path, instance: dg.DagsterInstance, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    profiles = tmp_path / "profiles"
+    monkeypatch.setenv("VIGIL_PROFILE_DIR", str(profiles))
+    monkeypatch.setenv("VIGIL_INGEST_MAX_RECORDS", "200")
+    start = tick(instance, None)
+    assert isinstance(start, dg.SensorResult)
+    produce_events(stack.kafka_bootstrap, seconds=4, rate=100, seed=31)
+    _, configs = drain(instance, start.cursor)
+
+    runs = instance.get_runs(dg.RunsFilter(job_name="ingest"))
+    assert len(configs) >= 2 and len(runs) == len(configs)
+    assert sorted(p.name for p in profiles.iterdir()) == sorted(
+        f"detect-{run.run_id}.prof" for run in runs)
+    for path in profiles.iterdir():
+        timed = {name for (_file, _line, name) in pstats.Stats(str(path)).stats}  # type: ignore[attr-defined]
+        assert {"detect_recent", "with_past"} <= timed, path.name
