@@ -11,6 +11,7 @@ from assets.raw import HOURLY, raw_asset_key
 from vigil.alerts import deliver_configured
 from vigil.detect.engine import detector_versions
 from vigil.detect.hours import detect_recent
+from vigil.detect.past_cache import PastCache
 from vigil.detect.rules import DEFAULT_RULES, RuleError, load_rules
 from vigil.ingest import LandingReport, OffsetRange, land_offset_ranges
 from vigil.lake import Lake
@@ -91,7 +92,8 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
     try:
         with psycopg.connect(settings.database_url) as conn:
             with profiled(settings.profile_dir, f"detect-{context.run_id}"):
-                result = detect_recent(lake, rules, conn, landed)
+                result = detect_recent(lake, rules, conn, landed, PastCache(
+                    settings.cache_dir / "entity-pasts", lake.url))
             delivering = time.monotonic()
             delivery = deliver_configured(conn, settings.discord_webhook_url)
             delivered = time.monotonic() - delivering

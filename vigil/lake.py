@@ -274,6 +274,13 @@ class RawFiles:
                                       file_format, self._fs)
 
 
+    def names(self, start: datetime, end: datetime) -> set[str]:
+        """The base names of the files that may hold events in [start, end)."""
+        low, high = epoch_us(start), epoch_us(end)
+        return {path.rsplit("/", 1)[-1] for path, span in self._files
+                if _may_hold(span, low, high)}
+
+
 def _file_span(path: str) -> tuple[int, int] | None:
     """A raw file's first and last event time from its name (µs), None if it has none."""
     found = _SPAN.search(path)

@@ -23,6 +23,7 @@ from vigil.detect.hours import (
     detection_lock,
     rule_details,
 )
+from vigil.detect.past_cache import PastCache
 from vigil.detect.rules import load_rules
 from vigil.generate import StreamSpec, SyntheticStream, resolve_scenarios
 from vigil.ingest import OffsetRange, land_offset_ranges, ranges_since
@@ -161,12 +162,15 @@ def test_dagster_partition_run_and_the_reprocessing_schedule(
     assert len({r.run_key for r in requests}) == 3
 
 
+@pytest.mark.parametrize("kept", [False, True], ids=["lake-only", "pasts-kept"])
 def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
         stack: Settings, produced: tuple[list[OffsetRange], datetime, list[Any]],
         landed: tuple[Lake, datetime, list[Any]], fresh_database: str,
-        tmp_path: Path) -> None:
+        tmp_path: Path, kept: bool) -> None:
     """The ingest path: land a fiftieth of every partition's range, detect what it touched;
-    fifty times over a growing lake. The table ends as one detection of the hour leaves it."""
+    fifty times over a growing lake. The table ends as one detection of the hour leaves it,
+    whether the long pasts of the entities near firing are read from the lake every run or
+    kept between runs (past_cache.py)."""
     ranges, hour, _labels = produced
     rules = load_rules()
     migrate(fresh_database)
@@ -177,6 +181,7 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
         conn.execute("DELETE FROM anomaly_events")
 
     lake = Lake((tmp_path / "growing").as_uri())
+    cache = PastCache(tmp_path / "pasts", lake.url) if kept else None
     runs = 50
     recomputed = continued = considered = reopened = 0
     for k in range(runs):
@@ -187,7 +192,7 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
         spans = {t: (x.first_event, x.last_event) for t, x in report.topics.items()
                  if x.first_event is not None and x.last_event is not None}
         with psycopg.connect(fresh_database) as conn:
-            result = detect_recent(lake, rules, conn, spans)
+            result = detect_recent(lake, rules, conn, spans, cache)
         # Only the buckets the batch touched are recomputed, never the whole hour.
         widest = max(end - start for start, end in result.windows.values())
         assert widest < timedelta(minutes=40)
@@ -203,6 +208,8 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
     # batch's first event, and only their entities were recomputed.
     assert reopened > 0
     assert [r[:10] for r in incremental] == [r[:10] for r in whole]
+    if cache is not None:  # later runs read the long pasts they kept, not the whole span
+        assert cache.hits > cache.misses > 0, (cache.hits, cache.misses)
 
 
 def _lock_is_free(url: str) -> bool:

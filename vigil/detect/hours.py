@@ -30,6 +30,7 @@ from vigil.detect.engine import (
     to_frame,
 )
 from vigil.detect.frames import TopicFrame
+from vigil.detect.past_cache import PastCache
 from vigil.detect.reads import NARROW_LIMIT, TopicReads, distinct, read_columns, share_key
 from vigil.detect.rules import Rule
 from vigil.lake import Lake, floor_hour, hours_between, may_hold
@@ -233,7 +234,8 @@ class RecentResult:
 
 
 def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
-                  landed: dict[str, tuple[datetime, datetime]]) -> RecentResult:
+                  landed: dict[str, tuple[datetime, datetime]],
+                  cache: PastCache | None = None) -> RecentResult:
     """Re-detect just the re-alert buckets that newly landed events fall in.
 
     `landed` maps a topic to the event-time span of what was just landed. Each rule's rows
@@ -243,7 +245,8 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     on are computed and folded into them; otherwise the buckets are recomputed whole from
     the lake. Either way a topic's rules share one read reaching each rule's window back;
     the long look-backs (a baseline hour, a sustained run's start) are read only for the
-    entities near firing. Buckets never straddle an hour (realert divides it).
+    entities near firing (kept in `cache` between runs, if given). Buckets never straddle
+    an hour (realert divides it).
     """
     windows: dict[str, tuple[datetime, datetime]] = {}
     for rule in rules:
@@ -277,7 +280,7 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                  for r in active}
         carried = {name: Carried(stored[name], reopened[name])
                    for name, flag in continued.items() if flag}
-        found, stale = _continued(lake, active, since, windows, carried, models)
+        found, stale = _continued(lake, active, since, windows, carried, models, cache)
         found = [f for f in found if not f.empty]
         anomalies = (pd.concat(found, ignore_index=True) if found
                      else pd.DataFrame(columns=ANOMALY_COLUMNS))
@@ -303,7 +306,8 @@ class Carried:
 
 def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
                windows: dict[str, tuple[datetime, datetime]], carried: dict[str, Carried],
-               models: Models) -> tuple[list[pd.DataFrame], list[str]]:
+               models: Models, cache: PastCache | None = None
+               ) -> tuple[list[pd.DataFrame], list[str]]:
     """Each rule's anomalies in its window from its firings at `since` on, folded into its
     stored anomalies when it continues them (a rule absent from `carried` recomputes), and
     the ids of stored anomalies recomputed (reopened). A topic's rules share one read of
@@ -315,7 +319,7 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
         spans[topic] = (min(min(since[r.name], windows[r.name][0]) - timedelta(seconds=r.lookback)
                             for r in mine),
                         max(windows[r.name][1] for r in mine))
-    reads = TopicReads(lake, spans)
+    reads = TopicReads(lake, spans, cache)
     found: list[pd.DataFrame] = []
     stale: list[str] = []
     for topic, (_, end) in spans.items():
@@ -327,9 +331,10 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
             recent = TopicFrame(reads.with_past(sharing, batch, min(
                 since[r.name] for r in sharing), head))
             for rule in sharing:
-                def read(start: datetime, only: pd.DataFrame, rule: Rule = rule) -> pd.DataFrame:
-                    return to_frame(reads.narrowed([rule], start, windows[rule.name][1],
-                                                   listed(only)))
+                def read(start: datetime, only: pd.DataFrame, rule: Rule = rule,
+                         head: datetime = head) -> pd.DataFrame:
+                    return to_frame(reads.past([rule], start, windows[rule.name][1],
+                                               listed(only), head))
 
                 fired = decided_firings(rule, recent, read, since[rule.name],
                                         models.get(rule.name, ()))

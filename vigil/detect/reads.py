@@ -21,6 +21,7 @@ import pyarrow.dataset as pads
 
 from vigil.detect.engine import EVIDENCE, epoch_us, may_fire, recent_reach, to_frame
 from vigil.detect.frames import micros
+from vigil.detect.past_cache import KEEP_LIMIT, PastCache
 from vigil.detect.rules import Rule
 from vigil.lake import GROUPING_FIELDS, Lake, RawFiles, raw_schema, scan_events
 
@@ -29,10 +30,13 @@ NARROW_LIMIT = 100_000
 
 
 class TopicReads:
-    def __init__(self, lake: Lake, spans: dict[str, tuple[datetime, datetime]]) -> None:
-        """`spans`: per topic, the widest [start, end) any read of this run will ask for."""
+    def __init__(self, lake: Lake, spans: dict[str, tuple[datetime, datetime]],
+                 cache: PastCache | None = None) -> None:
+        """`spans`: per topic, the widest [start, end) any read of this run will ask for;
+        `cache`: where the long pasts of a few entities are kept between runs."""
         self._files = {topic: RawFiles(lake, topic, start, end)
                        for topic, (start, end) in spans.items()}
+        self._cache = cache
 
     def table(self, rules: list[Rule], start: datetime, end: datetime) -> pa.Table:
         """Events of the rules' topic in [start, end) with the columns they read, grouping
@@ -51,6 +55,27 @@ class TopicReads:
             condition = condition & where
         rows = scan_events(self._files[topic].dataset(start, end), start, end,
                            read_columns(rules), where=condition)
+        return as_dictionaries(rows, raw_schema(topic, dictionary=True))
+
+    def past(self, rules: list[Rule], start: datetime, end: datetime,
+             entities: dict[str, pa.Array], head: datetime) -> pa.Table:
+        """`narrowed` (no `where`) for a few entities' long look-back: from the rows kept
+        by earlier runs where they still hold, else from the lake (past_cache.py).
+        `head`: the first event of the batch being detected."""
+        if self._cache is None or len(entities) != 1:  # several columns: a superset
+            return self.narrowed(rules, start, end, entities)
+        ((column, values),) = entities.items()
+        if values.null_count or not pa.types.is_string(values.type) or len(values) > KEEP_LIMIT:
+            return self.narrowed(rules, start, end, entities)
+        topic, columns = rules[0].topic, read_columns(rules)
+        files = self._files[topic]
+
+        def scan(low: datetime, high: datetime, values: pa.Array) -> pa.Table:
+            return scan_events(files.dataset(low, high), low, high, columns,
+                               where=entity_filter({column: values}))
+
+        rows = self._cache.read(topic, column, columns, values, start, end, head,
+                                files.names, scan)
         return as_dictionaries(rows, raw_schema(topic, dictionary=True))
 
     def with_past(self, rules: list[Rule], batch: pa.Table, since: datetime,

@@ -1,0 +1,120 @@
+"""A few entities' long pasts kept between runs equal a fresh read of the lake: new runs
+read only what landed after them, and anything that could make them stale (a late file in
+their span, an entity not kept, a longer reach) reads the lake again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from tests.unit.detect.test_reads import DEFAULTS
+from vigil.detect.past_cache import KEEP_LIMIT, PastCache
+from vigil.detect.reads import TopicReads
+from vigil.detect.rules import load_rules
+from vigil.lake import Lake, epoch_us, file_name, hour_dir, raw_schema
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+RULE = next(r for r in load_rules() if r.name == "rapid_transactions")  # by user_id
+USERS = [f"u{i}" for i in range(40)]
+
+
+def land_minute(lake: Lake, minute: int, first_offset: int, partition: int = 0,
+                users: list[str] = USERS) -> int:
+    """One file of transactions, one per user every 3 s of the minute; its name carries its
+    span as a landed file's does. Returns the next offset."""
+    stamps = [T0 + timedelta(minutes=minute, seconds=s) for s in range(0, 60, 3)]
+    rows = [{**DEFAULTS["transactions"], "timestamp": t, "user_id": u}
+            for t in stamps for u in users]
+    frame = pd.DataFrame(rows)
+    frame["event_id"] = frame["transaction_id"] = [f"p{partition}-{first_offset + i}"
+                                                    for i in range(len(frame))]
+    frame["_partition"] = partition
+    frame["_offset"] = range(first_offset, first_offset + len(frame))
+    frame["_ingested_at"] = frame["_kafka_timestamp"] = frame["timestamp"]
+    schema = raw_schema("transactions")
+    table = pa.Table.from_pandas(frame.reindex(columns=schema.names), schema=schema,
+                                 preserve_index=False)
+    span = (epoch_us(stamps[0]), epoch_us(stamps[-1]))
+    hour = stamps[0].replace(minute=0, second=0)
+    name = file_name("transactions", partition, first_offset, span)
+    lake.write(f"{hour_dir('raw', 'transactions', hour)}/{name}", table)
+    return first_offset + len(frame)
+
+
+def at(minute: float) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+def both(lake: Lake, cache: PastCache, users: list[str], start: float, end: float,
+         head: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(through the cache, straight from the lake) for the users over [start, end)."""
+    reads = TopicReads(lake, {"transactions": (at(start), at(end))}, cache)
+    entities = {"user_id": pa.array(users)}
+    kept = reads.past([RULE], at(start), at(end), entities, at(head))
+    fresh = reads.narrowed([RULE], at(start), at(end), entities)
+    order = ["timestamp", "_partition", "_offset"]
+    return (kept.to_pandas().sort_values(order, ignore_index=True),
+            fresh.to_pandas().sort_values(order, ignore_index=True))
+
+
+def test_a_later_run_reads_only_what_landed_after_the_kept_rows(tmp_path: Path) -> None:
+    lake, cache = Lake((tmp_path / "lake").as_uri()), PastCache(tmp_path / "kept", "lake")
+    offset = 0
+    for minute in range(30):
+        offset = land_minute(lake, minute, offset)
+    kept, fresh = both(lake, cache, ["u1", "u2"], 0, 30, head=29)
+    assert (cache.hits, cache.misses) == (0, 1)
+    pd.testing.assert_frame_equal(kept, fresh)
+    assert len(kept) == 2 * 20 * 30
+
+    for minute in (30, 31):  # the next runs: the look-back moves on with the batch
+        offset = land_minute(lake, minute, offset)
+        kept, fresh = both(lake, cache, ["u2"], minute - 29, minute + 1, head=minute)
+        pd.testing.assert_frame_equal(kept, fresh)
+        assert len(kept) == 20 * 30
+    assert (cache.hits, cache.misses) == (2, 1)
+
+
+def test_a_late_file_in_the_kept_span_is_read_from_the_lake(tmp_path: Path) -> None:
+    lake, cache = Lake((tmp_path / "lake").as_uri()), PastCache(tmp_path / "kept", "lake")
+    offset = 0
+    for minute in range(20):
+        offset = land_minute(lake, minute, offset)
+    both(lake, cache, ["u1"], 0, 20, head=19)
+    # Partition 1 lands late: events ten minutes back, inside what is kept.
+    land_minute(lake, 10, 0, partition=1, users=["u1", "u7"])
+    kept, fresh = both(lake, cache, ["u1"], 1, 21, head=20)
+    assert (cache.hits, cache.misses) == (0, 2)
+    pd.testing.assert_frame_equal(kept, fresh)
+    assert (kept["_partition"] == 1).sum() == 20  # the late rows are there
+    kept, fresh = both(lake, cache, ["u1"], 2, 21, head=20)  # and kept from now on
+    pd.testing.assert_frame_equal(kept, fresh)
+    assert cache.hits == 1
+
+
+def test_entities_not_kept_and_earlier_starts_read_the_lake(tmp_path: Path) -> None:
+    lake, cache = Lake((tmp_path / "lake").as_uri()), PastCache(tmp_path / "kept", "lake")
+    offset = 0
+    for minute in range(20):
+        offset = land_minute(lake, minute, offset)
+    both(lake, cache, ["u1"], 5, 20, head=19)
+    for users, start in ((["u3"], 5), (["u1", "u3"], 6), (["u1"], 2), (["u1", "u3"], 3)):
+        kept, fresh = both(lake, cache, users, start, 20, head=19)
+        pd.testing.assert_frame_equal(kept, fresh)
+        assert set(kept["user_id"]) == set(users)
+    # u3 joined u1 in one read; reaching back to minute 2 read the lake again, and then
+    # the same pair from minute 3 was served by what that read kept.
+    assert (cache.hits, cache.misses) == (2, 3)
+
+
+def test_a_whole_batch_of_entities_is_not_kept(tmp_path: Path) -> None:
+    lake, cache = Lake((tmp_path / "lake").as_uri()), PastCache(tmp_path / "kept", "lake")
+    land_minute(lake, 0, 0)
+    many = [f"x{i}" for i in range(KEEP_LIMIT + 1)] + ["u1"]
+    kept, fresh = both(lake, cache, many, 0, 1, head=1)
+    pd.testing.assert_frame_equal(kept, fresh)
+    assert len(kept) == 20 and cache.misses == 0  # read straight from the lake
+    assert not (tmp_path / "kept").exists()
