@@ -34,6 +34,7 @@ _US = 1_000_000
 _MAD_TO_SIGMA = 1.4826
 _MIN_ENTITY_ROWS = 30  # fewer rows of history: the entity is measured against everyone
 _Z_LIMIT = 50.0
+_SCORE_BLOCK = 2048  # rows scored at once: x trees, the walk's arrays fit the CPU's cache
 
 
 @dataclass(frozen=True)
@@ -79,20 +80,32 @@ class Trees:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Anomaly score per row, 0-1 (sklearn's -score_samples): walks every tree at once,
-        one level per step."""
+        one level per step, a block of rows at a time (its arrays stay in the CPU's cache:
+        a batch's rows x trees at once were memory-bound, 2-3x slower; bench/forest_score.py)."""
         x = x.astype(np.float32).astype(np.float64)  # sklearn compares in float32 inputs
-        rows = np.arange(len(x))[:, None]
-        node = np.broadcast_to(self.roots, (len(x), len(self.roots))).copy()
-        for _ in range(self.depth):
-            feature = self.feature[node]
-            inner = feature >= 0
-            if not inner.any():
-                break
-            go_left = x[rows, np.maximum(feature, 0)] <= self.threshold[node]
-            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
-        lengths = self.leaf_length[node].sum(axis=1)
         if self.denominator == 0:
             return np.ones(len(x))
+        # A leaf loops to itself whatever it compares, so every row walks `depth` levels
+        # without a test for having stopped: children[2 * node + goes_right].
+        leaf = self.feature < 0
+        nodes = np.arange(len(self.feature), dtype=np.int32)
+        children = np.empty(2 * len(nodes), dtype=np.int32)
+        children[0::2] = np.where(leaf, nodes, self.left)
+        children[1::2] = np.where(leaf, nodes, self.right)
+        feature = np.where(leaf, 0, self.feature).astype(np.intp)
+        threshold = np.where(leaf, np.inf, self.threshold)
+        roots = self.roots.astype(np.int32)
+        lengths = np.empty(len(x))
+        for begin in range(0, len(x), _SCORE_BLOCK):
+            block = x[begin:begin + _SCORE_BLOCK]
+            flat = block.ravel()
+            row_start = (np.arange(len(block)) * block.shape[1])[:, None]
+            node = np.broadcast_to(roots, (len(block), len(roots))).copy()
+            for _ in range(self.depth):
+                # NaN compares false: right, as in sklearn (and at a leaf, itself).
+                right = ~(flat[row_start + feature[node]] <= threshold[node])
+                node = children[2 * node + right]
+            lengths[begin:begin + len(block)] = self.leaf_length[node].sum(axis=1)
         return np.asarray(2.0 ** (-lengths / self.denominator))
 
 
