@@ -2,16 +2,16 @@
 
 Produces --minutes of event time at --rate events/s (every scenario; timestamps ending now),
 then lands it the way the sensor cuts it (--batch offsets per run, one run after another) and,
-after each landing, detects what it touched exactly as an ingest run does (`detect_recent`).
-Prints, per minute of event time already in the lake, the median seconds of the two steps
-side by side and their ratio: landing costs the same per batch; detection grows until the
-lake holds the rules' windows (5 minutes), then stays level as the hour fills (0.7-0.9x the
-landing at 17-30 minutes of a 30-minute run), higher while scenarios run (1.2-2.1x: the
-long look-backs of the entities near firing): a run reads the batch and, before it, only
-the past of the entities in it that may fire, each read opening only the files that may
-hold its span, and continues the stored anomalies rather than re-reading whole re-alert
-buckets and hour-long look-backs. `--profile FROM-TO` prints where detection's time went
-in those minutes of event time (cProfile, cumulative).
+after each landing, detects what it touched exactly as an ingest run does (`detect_recent`),
+twice, side by side, each into its own database: reading the few entities' long look-backs
+(a user's baseline hour, a sustained run's start, an open anomaly's bucket) from the lake in
+every run, and from the rows earlier runs kept (past_cache.py), as ingest runs do. Prints,
+per minute of event time already in the lake, the median seconds of landing and of each way
+of detecting, and their ratios. A run reads the batch and, before it, only the past of the
+entities in it that may fire, each read opening only the files that may hold its span, and
+continues the stored anomalies rather than re-reading whole re-alert buckets.
+`--profile FROM-TO` prints where detection's time went (kept pasts) in those minutes of
+event time (cProfile, cumulative).
 Run: .venv/bin/python bench/run_work.py [--minutes 10 --rate 20000 --batch 120000]
 """
 
@@ -22,10 +22,13 @@ import cProfile
 import pstats
 import statistics
 import sys
+import tempfile
 import time
+import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,6 +38,7 @@ from bench._stack import kafka_for_bench
 from vigil.cliargs import DEFAULT_MIX
 from vigil.cursor import Cursor, IngestPolicy, plan_next
 from vigil.detect.hours import detect_recent
+from vigil.detect.past_cache import PastCache
 from vigil.detect.rules import load_rules
 from vigil.generate import SCENARIOS, StreamSpec, SyntheticStream
 from vigil.ingest import land_offset_ranges
@@ -43,6 +47,8 @@ from vigil.lake import Lake
 from vigil.migrate import migrate
 from vigil.produce import EventSender, produce_stream
 from vigil.settings import TOPICS
+
+WAYS = ("lake", "kept")
 
 
 def main() -> None:
@@ -71,8 +77,14 @@ def main() -> None:
         cursor: Cursor = {}
         policy = IngestPolicy(args.batch, "earliest")
         land_s: dict[int, list[float]] = defaultdict(list)
-        detect_s: dict[int, list[float]] = defaultdict(list)
-        with psycopg.connect(settings.database_url) as conn:
+        detect_s: dict[str, dict[int, list[float]]] = {way: defaultdict(list) for way in WAYS}
+        # Each way detects into its own database: neither sees the other's anomalies.
+        urls = {"lake": settings.database_url, "kept": second_database(settings.database_url)}
+        caches = {"lake": None, "kept": PastCache(Path(tempfile.mkdtemp(prefix="vigil-pasts-")),
+                                                  lake.url)}
+        with psycopg.connect(urls["lake"]) as lake_conn, \
+                psycopg.connect(urls["kept"]) as kept_conn:
+            conns = {"lake": lake_conn, "kept": kept_conn}
             while True:
                 plan = plan_next(cursor, topic_watermarks(settings.kafka_bootstrap, TOPICS),
                                  policy)
@@ -87,27 +99,49 @@ def main() -> None:
                          if x.first_event is not None and x.last_event is not None}
                 newest = max((last for _first, last in spans.values()), default=start)
                 minute = int((newest - start).total_seconds() // 60)
-                if minute in profiled:
-                    profiler.enable()
-                detect_recent(lake, rules, conn, spans)
-                profiler.disable()
-                done = time.perf_counter()
                 if not spans:
                     continue
                 land_s[minute].append(landed_at - began)
-                detect_s[minute].append(done - landed_at)
+                # Side by side, the first by turns (the page cache favours the second).
+                turn = WAYS if len(land_s[minute]) % 2 else WAYS[::-1]
+                for way in turn:
+                    began = time.perf_counter()
+                    if minute in profiled and way == "kept":
+                        profiler.enable()
+                    detect_recent(lake, rules, conns[way], spans, caches[way])
+                    profiler.disable()
+                    detect_s[way][minute].append(time.perf_counter() - began)
         print(f"\nan ingest run's work as the lake fills ({args.rate:,.0f} events/s, "
-              f"{args.batch:,} offsets per run, one run after another)")
-        print("| event time in the lake | runs | land (s) | detect (s) | detect / land |")
-        print("|------------------------|------|----------|------------|---------------|")
+              f"{args.batch:,} offsets per run, one run after another); detection reading "
+              "the few entities' long look-backs from the lake every run vs. from the rows "
+              "kept by earlier runs (median seconds)")
+        print("| event time in the lake | runs | land (s) | detect, lake | detect, kept | "
+              "lake / kept | kept / land |")
+        print("|------------------------|------|----------|--------------|--------------|"
+              "-------------|-------------|")
         for minute in sorted(land_s):
-            land, detect = (statistics.median(land_s[minute]),
-                            statistics.median(detect_s[minute]))
+            land = statistics.median(land_s[minute])
+            lake_s, kept_s = (statistics.median(detect_s[way][minute]) for way in WAYS)
             print(f"| {minute:>2}-{minute + 1:<2} min{'':13} | {len(land_s[minute]):>4} | "
-                  f"{land:8.2f} | {detect:10.2f} | {detect / land:12.1f}x |")
+                  f"{land:8.2f} | {lake_s:12.2f} | {kept_s:12.2f} | {lake_s / kept_s:10.1f}x"
+                  f" | {kept_s / land:10.1f}x |")
+        kept_cache = caches["kept"]
+        assert kept_cache is not None
+        print(f"long look-backs served by kept rows: {kept_cache.hits}, read from the lake: "
+              f"{kept_cache.misses}")
     if profiled:
         print(f"\nwhere detection's time went in minutes {args.profile} (cumulative, top 40)")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+
+
+def second_database(url: str) -> str:
+    """A fresh, migrated database beside `url`'s, for the second way of detecting."""
+    name = f"vigil_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    other = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+    migrate(other)
+    return other
 
 
 def profile_window(text: str | None) -> range:

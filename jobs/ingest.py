@@ -91,9 +91,9 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
                          allow_retries=False) from None
     try:
         with psycopg.connect(settings.database_url) as conn:
+            pasts = PastCache(settings.state_dir / "entity-pasts", lake.url)
             with profiled(settings.profile_dir, f"detect-{context.run_id}"):
-                result = detect_recent(lake, rules, conn, landed, PastCache(
-                    settings.cache_dir / "entity-pasts", lake.url))
+                result = detect_recent(lake, rules, conn, landed, pasts)
             delivering = time.monotonic()
             delivery = deliver_configured(conn, settings.discord_webhook_url)
             delivered = time.monotonic() - delivering
@@ -107,7 +107,8 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
                      f"{len(continued)} of {len(result.continued)} rules continued their "
                      f"stored anomalies from the batch on ({sum(result.reopened.values())} "
                      f"entities with anomalies still open recomputed from their bucket's "
-                     f"start), the rest recomputed their buckets; "
+                     f"start), the rest recomputed their buckets; long look-backs "
+                     f"{pasts.hits} from kept rows, {pasts.misses} read from the lake; "
                      f"alerts sent {delivery.delivered_rows}, pending {delivery.pending_rows}; "
                      f"{time_spent({**result.seconds, 'alerts': delivered})}")
     for note in result.notes:
