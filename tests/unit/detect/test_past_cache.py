@@ -44,6 +44,15 @@ def land_minute(lake: Lake, minute: int, first_offset: int, partition: int = 0,
     return first_offset + len(frame)
 
 
+def filled(tmp_path: Path, minutes: int) -> tuple[Lake, PastCache, int]:
+    """A lake holding `minutes` of transactions, an empty cache, and the next offset."""
+    lake, cache = Lake((tmp_path / "lake").as_uri()), PastCache(tmp_path / "kept", "lake")
+    offset = 0
+    for minute in range(minutes):
+        offset = land_minute(lake, minute, offset)
+    return lake, cache, offset
+
+
 def at(minute: float) -> datetime:
     return T0 + timedelta(minutes=minute)
 
@@ -61,10 +70,7 @@ def both(lake: Lake, cache: PastCache, users: list[str], start: float, end: floa
 
 
 def test_a_later_run_reads_only_what_landed_after_the_kept_rows(tmp_path: Path) -> None:
-    lake, cache = Lake((tmp_path / "lake").as_uri()), PastCache(tmp_path / "kept", "lake")
-    offset = 0
-    for minute in range(30):
-        offset = land_minute(lake, minute, offset)
+    lake, cache, offset = filled(tmp_path, 30)
     kept, fresh = both(lake, cache, ["u1", "u2"], 0, 30, head=29)
     assert (cache.hits, cache.misses) == (0, 1)
     pd.testing.assert_frame_equal(kept, fresh)
@@ -79,10 +85,7 @@ def test_a_later_run_reads_only_what_landed_after_the_kept_rows(tmp_path: Path) 
 
 
 def test_a_late_file_in_the_kept_span_is_read_from_the_lake(tmp_path: Path) -> None:
-    lake, cache = Lake((tmp_path / "lake").as_uri()), PastCache(tmp_path / "kept", "lake")
-    offset = 0
-    for minute in range(20):
-        offset = land_minute(lake, minute, offset)
+    lake, cache, _ = filled(tmp_path, 20)
     both(lake, cache, ["u1"], 0, 20, head=19)
     # Partition 1 lands late: events ten minutes back, inside what is kept.
     land_minute(lake, 10, 0, partition=1, users=["u1", "u7"])
@@ -96,10 +99,7 @@ def test_a_late_file_in_the_kept_span_is_read_from_the_lake(tmp_path: Path) -> N
 
 
 def test_entities_not_kept_and_earlier_starts_read_the_lake(tmp_path: Path) -> None:
-    lake, cache = Lake((tmp_path / "lake").as_uri()), PastCache(tmp_path / "kept", "lake")
-    offset = 0
-    for minute in range(20):
-        offset = land_minute(lake, minute, offset)
+    lake, cache, _ = filled(tmp_path, 20)
     both(lake, cache, ["u1"], 5, 20, head=19)
     for users, start in ((["u3"], 5), (["u1", "u3"], 6), (["u1"], 2), (["u1", "u3"], 3)):
         kept, fresh = both(lake, cache, users, start, 20, head=19)
