@@ -125,6 +125,11 @@ def main() -> None:
             print(f"| {minute:>2}-{minute + 1:<2} min{'':13} | {len(land_s[minute]):>4} | "
                   f"{land:8.2f} | {lake_s:12.2f} | {kept_s:12.2f} | {lake_s / kept_s:10.1f}x"
                   f" | {kept_s / land:10.1f}x |")
+        totals = {way: sum(sum(v) for v in detect_s[way].values()) for way in WAYS}
+        print(f"detection in all, seconds: lake every run {totals['lake']:.1f}, kept "
+              f"{totals['kept']:.1f} ({totals['lake'] / totals['kept']:.2f}x); slowest run: "
+              f"lake {max(max(v) for v in detect_s['lake'].values()):.2f}, kept "
+              f"{max(max(v) for v in detect_s['kept'].values()):.2f}")
         kept_cache = caches["kept"]
         assert kept_cache is not None
         print(f"long look-backs served by kept rows: {kept_cache.hits}, read from the lake: "
