@@ -105,7 +105,7 @@ _SPAN = re.compile(r"\+t(-?\d+)_(-?\d+)\.parquet$")
 
 def may_hold(path: str, start: datetime, end: datetime) -> bool:
     """Whether a data file may hold events with start <= timestamp < end, by its name."""
-    return _may_hold(_file_span(path), epoch_us(start), epoch_us(end))
+    return _may_hold(file_span(path), epoch_us(start), epoch_us(end))
 
 
 def _may_hold(span: tuple[int, int] | None, low: int, high: int) -> bool:
@@ -252,20 +252,22 @@ class RawFiles:
     every file on every scan, a cost that grows as the hour fills."""
 
     def __init__(self, lake: Lake, topic: str, start: datetime, end: datetime) -> None:
-        self.topic, self._fs = topic, lake.fs
-        self._files = [(path, _file_span(path)) for path in lake.files("raw", topic, start, end)]
+        self.topic, self.start, self._fs = topic, start, lake.fs
+        self._files = [(path, file_span(path)) for path in lake.files("raw", topic, start, end)]
         self._fragments: dict[bool, dict[str, pads.Fragment]] = {False: {}, True: {}}
         self._formats = {flag: _raw_format(topic, flag) for flag in (False, True)}
 
-    def dataset(self, start: datetime, end: datetime, dictionary: bool = False
-                ) -> pads.Dataset:
+    def dataset(self, start: datetime, end: datetime, dictionary: bool = False,
+                only: set[str] | None = None) -> pads.Dataset:
         """The files that may hold events in [start, end), unfiltered; with `dictionary`,
-        the GROUPING_FIELDS read as Arrow dictionaries."""
+        the GROUPING_FIELDS read as Arrow dictionaries; `only`: just these (base names)."""
         low, high = epoch_us(start), epoch_us(end)
         file_format, cache = self._formats[dictionary], self._fragments[dictionary]
         fragments = []
         for path, span in self._files:
             if not _may_hold(span, low, high):
+                continue
+            if only is not None and path.rsplit("/", 1)[-1] not in only:
                 continue
             if path not in cache:
                 cache[path] = file_format.make_fragment(path, filesystem=self._fs)
@@ -281,7 +283,7 @@ class RawFiles:
                 if _may_hold(span, low, high)}
 
 
-def _file_span(path: str) -> tuple[int, int] | None:
+def file_span(path: str) -> tuple[int, int] | None:
     """A raw file's first and last event time from its name (µs), None if it has none."""
     found = _SPAN.search(path)
     return None if found is None else (int(found.group(1)), int(found.group(2)))

@@ -24,6 +24,7 @@ from vigil.detect.hours import (
     rule_details,
 )
 from vigil.detect.past_cache import PastCache
+from vigil.detect.recent_rows import RecentRows
 from vigil.detect.rules import load_rules
 from vigil.generate import StreamSpec, SyntheticStream, resolve_scenarios
 from vigil.ingest import OffsetRange, land_offset_ranges, ranges_since
@@ -169,8 +170,9 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
         tmp_path: Path, kept: bool) -> None:
     """The ingest path: land a fiftieth of every partition's range, detect what it touched;
     fifty times over a growing lake. The table ends as one detection of the hour leaves it,
-    whether the long pasts of the entities near firing are read from the lake every run or
-    kept between runs (past_cache.py)."""
+    whether the pasts are read from the lake every run or kept between runs: the long ones
+    of the entities near firing (past_cache.py), the window's of every entity in the batch
+    (recent_rows.py)."""
     ranges, hour, _labels = produced
     rules = load_rules()
     migrate(fresh_database)
@@ -182,6 +184,7 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
 
     lake = Lake((tmp_path / "growing").as_uri())
     cache = PastCache(tmp_path / "pasts", lake.url) if kept else None
+    recent = RecentRows(tmp_path / "recent", lake.url) if kept else None
     runs = 50
     recomputed = continued = considered = reopened = 0
     for k in range(runs):
@@ -192,7 +195,7 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
         spans = {t: (x.first_event, x.last_event) for t, x in report.topics.items()
                  if x.first_event is not None and x.last_event is not None}
         with psycopg.connect(fresh_database) as conn:
-            result = detect_recent(lake, rules, conn, spans, cache)
+            result = detect_recent(lake, rules, conn, spans, cache, recent)
         # Only the buckets the batch touched are recomputed, never the whole hour.
         widest = max(end - start for start, end in result.windows.values())
         assert widest < timedelta(minutes=40)
@@ -208,8 +211,9 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
     # batch's first event, and only their entities were recomputed.
     assert reopened > 0
     assert [r[:10] for r in incremental] == [r[:10] for r in whole]
-    if cache is not None:  # later runs read the long pasts they kept, not the whole span
+    if cache is not None and recent is not None:  # later runs read the pasts they kept
         assert cache.hits > cache.misses > 0, (cache.hits, cache.misses)
+        assert recent.hits > recent.misses > 0, (recent.hits, recent.misses)
 
 
 def _lock_is_free(url: str) -> bool:

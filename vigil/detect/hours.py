@@ -32,6 +32,7 @@ from vigil.detect.engine import (
 from vigil.detect.frames import TopicFrame
 from vigil.detect.past_cache import PastCache
 from vigil.detect.reads import NARROW_LIMIT, TopicReads, distinct, read_columns, share_key
+from vigil.detect.recent_rows import RecentRows
 from vigil.detect.rules import Rule
 from vigil.lake import Lake, floor_hour, hours_between, may_hold
 from vigil.store import (
@@ -235,7 +236,8 @@ class RecentResult:
 
 def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                   landed: dict[str, tuple[datetime, datetime]],
-                  cache: PastCache | None = None) -> RecentResult:
+                  cache: PastCache | None = None,
+                  recent: RecentRows | None = None) -> RecentResult:
     """Re-detect just the re-alert buckets that newly landed events fall in.
 
     `landed` maps a topic to the event-time span of what was just landed. Each rule's rows
@@ -245,8 +247,9 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     on are computed and folded into them; otherwise the buckets are recomputed whole from
     the lake. Either way a topic's rules share one read reaching each rule's window back;
     the long look-backs (a baseline hour, a sustained run's start) are read only for the
-    entities near firing (kept in `cache` between runs, if given). Buckets never straddle
-    an hour (realert divides it).
+    entities near firing (kept in `cache` between runs, if given), the window's past for
+    every entity of the batch (the last minutes kept in `recent`, if given). Buckets never
+    straddle an hour (realert divides it).
     """
     windows: dict[str, tuple[datetime, datetime]] = {}
     for rule in rules:
@@ -280,7 +283,8 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                  for r in active}
         carried = {name: Carried(stored[name], reopened[name])
                    for name, flag in continued.items() if flag}
-        found, stale = _continued(lake, active, since, windows, carried, models, cache)
+        found, stale = _continued(lake, active, since, windows, carried, models, cache,
+                                  recent)
         found = [f for f in found if not f.empty]
         anomalies = (pd.concat(found, ignore_index=True) if found
                      else pd.DataFrame(columns=ANOMALY_COLUMNS))
@@ -306,8 +310,8 @@ class Carried:
 
 def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
                windows: dict[str, tuple[datetime, datetime]], carried: dict[str, Carried],
-               models: Models, cache: PastCache | None = None
-               ) -> tuple[list[pd.DataFrame], list[str]]:
+               models: Models, cache: PastCache | None = None,
+               recent: RecentRows | None = None) -> tuple[list[pd.DataFrame], list[str]]:
     """Each rule's anomalies in its window from its firings at `since` on, folded into its
     stored anomalies when it continues them (a rule absent from `carried` recomputes), and
     the ids of stored anomalies recomputed (reopened). A topic's rules share one read of
@@ -319,7 +323,7 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
         spans[topic] = (min(min(since[r.name], windows[r.name][0]) - timedelta(seconds=r.lookback)
                             for r in mine),
                         max(windows[r.name][1] for r in mine))
-    reads = TopicReads(lake, spans, cache)
+    reads = TopicReads(lake, spans, cache, recent)
     found: list[pd.DataFrame] = []
     stale: list[str] = []
     for topic, (_, end) in spans.items():
@@ -328,7 +332,7 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
         batch = reads.table(mine, head, end)
         for key in sorted({share_key(r) for r in mine}):
             sharing = [r for r in mine if share_key(r) == key]
-            recent = TopicFrame(reads.with_past(sharing, batch, min(
+            frame = TopicFrame(reads.with_past(sharing, batch, min(
                 since[r.name] for r in sharing), head))
             for rule in sharing:
                 def read(start: datetime, only: pd.DataFrame, rule: Rule = rule,
@@ -336,7 +340,7 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
                     return to_frame(reads.past([rule], start, windows[rule.name][1],
                                                listed(only), head))
 
-                fired = decided_firings(rule, recent, read, since[rule.name],
+                fired = decided_firings(rule, frame, read, since[rule.name],
                                         models.get(rule.name, ()))
                 kept = None
                 if rule.name in carried:

@@ -22,6 +22,7 @@ import pyarrow.dataset as pads
 from vigil.detect.engine import EVIDENCE, epoch_us, may_fire, recent_reach, to_frame
 from vigil.detect.frames import micros
 from vigil.detect.past_cache import KEEP_LIMIT, PastCache
+from vigil.detect.recent_rows import RecentRows
 from vigil.detect.rules import Rule
 from vigil.lake import GROUPING_FIELDS, Lake, RawFiles, raw_schema, scan_events
 
@@ -31,12 +32,14 @@ NARROW_LIMIT = 100_000
 
 class TopicReads:
     def __init__(self, lake: Lake, spans: dict[str, tuple[datetime, datetime]],
-                 cache: PastCache | None = None) -> None:
+                 cache: PastCache | None = None, recent: RecentRows | None = None) -> None:
         """`spans`: per topic, the widest [start, end) any read of this run will ask for;
-        `cache`: where the long pasts of a few entities are kept between runs."""
+        `cache`: where the long pasts of a few entities are kept between runs; `recent`:
+        where the last minutes of each topic are."""
         self._files = {topic: RawFiles(lake, topic, start, end)
                        for topic, (start, end) in spans.items()}
         self._cache = cache
+        self._recent = recent
 
     def table(self, rules: list[Rule], start: datetime, end: datetime) -> pa.Table:
         """Events of the rules' topic in [start, end) with the columns they read, grouping
@@ -100,13 +103,26 @@ class TopicReads:
             return frame
         where = pushed_where(rules[0])
         if max(len(values) for values in entities.values()) <= NARROW_LIMIT:
-            past = self.narrowed(rules, start, head, entities, where)
+            past = self._recent_past(rules, start, head, entities, where)
         else:  # a whole bucket recomputed: a filter this long costs more than it saves
             past = scan_events(self._files[rules[0].topic].dataset(start, head, dictionary=True),
                                start, head, columns, dictionary=True, where=where)
         # The past ends before `head`: both parts in time order, so is their concatenation.
         joined = pa.concat_tables([past.select(columns), recent]).unify_dictionaries()
         return to_frame(joined)
+
+
+    def _recent_past(self, rules: list[Rule], start: datetime, head: datetime,
+                     entities: dict[str, pa.Array], where: pads.Expression | None
+                     ) -> pa.Table:
+        """`narrowed` over [start, head), from the kept last minutes once they reach back
+        to `start` (recent_rows.py)."""
+        if self._recent is not None:
+            rows = self._recent.read(self._files[rules[0].topic], read_columns(rules), where,
+                                     start, head, entity_filter(entities))
+            if rows is not None:
+                return as_dictionaries(rows, raw_schema(rules[0].topic, dictionary=True))
+        return self.narrowed(rules, start, head, entities, where)
 
 
 def read_columns(rules: list[Rule]) -> list[str]:
