@@ -3,9 +3,11 @@
 Produces --minutes of event time at --rate events/s (every scenario; timestamps ending now),
 then lands it the way the sensor cuts it (--batch offsets per run, one run after another) and,
 after each landing, detects what it touched exactly as an ingest run does (`detect_recent`),
-twice, side by side, each into its own database: reading the few entities' long look-backs
-(a user's baseline hour, a sustained run's start, an open anomaly's bucket) from the lake in
-every run, and from the rows earlier runs kept (past_cache.py), as ingest runs do. Prints,
+twice, side by side, each into its own database: reading the pasts from the lake in every
+run, and from the rows earlier runs kept, as ingest runs do: the few entities' long
+look-backs (a user's baseline hour, a sustained run's start, an open anomaly's bucket:
+past_cache.py) and the window's last minutes of every entity in the batch (recent_rows.py).
+Prints,
 per minute of event time already in the lake, the median seconds of landing and of each way
 of detecting, and their ratios. A run reads the batch and, before it, only the past of the
 entities in it that may fire, each read opening only the files that may hold its span, and
@@ -39,6 +41,7 @@ from vigil.cliargs import DEFAULT_MIX
 from vigil.cursor import Cursor, IngestPolicy, plan_next
 from vigil.detect.hours import detect_recent
 from vigil.detect.past_cache import PastCache
+from vigil.detect.recent_rows import RecentRows
 from vigil.detect.rules import load_rules
 from vigil.generate import SCENARIOS, StreamSpec, SyntheticStream
 from vigil.ingest import land_offset_ranges
@@ -80,8 +83,9 @@ def main() -> None:
         detect_s: dict[str, dict[int, list[float]]] = {way: defaultdict(list) for way in WAYS}
         # Each way detects into its own database: neither sees the other's anomalies.
         urls = {"lake": settings.database_url, "kept": second_database(settings.database_url)}
-        caches = {"lake": None, "kept": PastCache(Path(tempfile.mkdtemp(prefix="vigil-pasts-")),
-                                                  lake.url)}
+        kept_dir = Path(tempfile.mkdtemp(prefix="vigil-kept-"))
+        pasts = PastCache(kept_dir / "entity-pasts", lake.url)
+        recent = RecentRows(kept_dir / "recent-rows", lake.url)
         with psycopg.connect(urls["lake"]) as lake_conn, \
                 psycopg.connect(urls["kept"]) as kept_conn:
             conns = {"lake": lake_conn, "kept": kept_conn}
@@ -108,13 +112,16 @@ def main() -> None:
                     began = time.perf_counter()
                     if minute in profiled and way == "kept":
                         profiler.enable()
-                    detect_recent(lake, rules, conns[way], spans, caches[way])
+                    if way == "kept":
+                        detect_recent(lake, rules, conns[way], spans, pasts, recent)
+                    else:
+                        detect_recent(lake, rules, conns[way], spans)
                     profiler.disable()
                     detect_s[way][minute].append(time.perf_counter() - began)
         print(f"\nan ingest run's work as the lake fills ({args.rate:,.0f} events/s, "
               f"{args.batch:,} offsets per run, one run after another); detection reading "
-              "the few entities' long look-backs from the lake every run vs. from the rows "
-              "kept by earlier runs (median seconds)")
+              "the pasts (windows' last minutes, the few entities' long look-backs) from the "
+              "lake every run vs. from the rows kept by earlier runs (median seconds)")
         print("| event time in the lake | runs | land (s) | detect, lake | detect, kept | "
               "lake / kept | kept / land |")
         print("|------------------------|------|----------|--------------|--------------|"
@@ -130,10 +137,9 @@ def main() -> None:
               f"{totals['kept']:.1f} ({totals['lake'] / totals['kept']:.2f}x); slowest run: "
               f"lake {max(max(v) for v in detect_s['lake'].values()):.2f}, kept "
               f"{max(max(v) for v in detect_s['kept'].values()):.2f}")
-        kept_cache = caches["kept"]
-        assert kept_cache is not None
-        print(f"long look-backs served by kept rows: {kept_cache.hits}, read from the lake: "
-              f"{kept_cache.misses}")
+        print(f"windows' pasts served by kept rows: {recent.hits}, read from the lake: "
+              f"{recent.misses}; long look-backs served by kept rows: {pasts.hits}, read from "
+              f"the lake: {pasts.misses}")
     if profiled:
         print(f"\nwhere detection's time went in minutes {args.profile} (cumulative, top 40)")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)

@@ -12,6 +12,7 @@ from vigil.alerts import deliver_configured
 from vigil.detect.engine import detector_versions
 from vigil.detect.hours import detect_recent
 from vigil.detect.past_cache import PastCache
+from vigil.detect.recent_rows import RecentRows
 from vigil.detect.rules import DEFAULT_RULES, RuleError, load_rules
 from vigil.ingest import LandingReport, OffsetRange, land_offset_ranges
 from vigil.lake import Lake
@@ -92,8 +93,9 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
     try:
         with psycopg.connect(settings.database_url) as conn:
             pasts = PastCache(settings.state_dir / "entity-pasts", lake.url)
+            recent = RecentRows(settings.state_dir / "recent-rows", lake.url)
             with profiled(settings.profile_dir, f"detect-{context.run_id}"):
-                result = detect_recent(lake, rules, conn, landed, pasts)
+                result = detect_recent(lake, rules, conn, landed, pasts, recent)
             delivering = time.monotonic()
             delivery = deliver_configured(conn, settings.discord_webhook_url)
             delivered = time.monotonic() - delivering
@@ -107,8 +109,10 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
                      f"{len(continued)} of {len(result.continued)} rules continued their "
                      f"stored anomalies from the batch on ({sum(result.reopened.values())} "
                      f"entities with anomalies still open recomputed from their bucket's "
-                     f"start), the rest recomputed their buckets; long look-backs "
-                     f"{pasts.hits} from kept rows, {pasts.misses} read from the lake; "
+                     f"start), the rest recomputed their buckets; windows' pasts "
+                     f"{recent.hits} from kept rows, {recent.misses} read from the lake; "
+                     f"long look-backs {pasts.hits} from kept rows, {pasts.misses} read from "
+                     f"the lake; "
                      f"alerts sent {delivery.delivered_rows}, pending {delivery.pending_rows}; "
                      f"{time_spent({**result.seconds, 'alerts': delivered})}")
     for note in result.notes:
