@@ -4,11 +4,13 @@ still runs as changed, termination cancels, and a killed worker is reported fail
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psutil
@@ -55,8 +57,15 @@ def code_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def instance(tmp_path: Path, code_dir: Path) -> Iterator[dg.DagsterInstance]:
+    with instance_for(tmp_path, code_dir) as inst:
+        yield inst
+
+
+@contextlib.contextmanager
+def instance_for(tmp_path: Path, code_dir: Path, **config: Any
+                 ) -> Iterator[dg.DagsterInstance]:
     launcher = {"module": "orchestration.warm_launcher", "class": "WarmProcessRunLauncher",
-                "config": {"preload": [MODULE], "working_directory": str(code_dir)}}
+                "config": {"preload": [MODULE], "working_directory": str(code_dir), **config}}
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home"),
                               overrides={"run_launcher": launcher}) as inst:
@@ -119,6 +128,8 @@ def test_each_run_is_its_own_child_of_one_warm_zygote(instance: dg.DagsterInstan
     wait_status(instance, first.run_id, DagsterRunStatus.STARTED)
     first_pid = int(instance.get_run_by_id(first.run_id).tags[PID_TAG])  # type: ignore[union-attr]
     assert psutil.Process(first_pid).ppid() == zygote.pid
+    # Not a background job: as urgent as the worker it was forked from.
+    assert psutil.Process(first_pid).nice() == psutil.Process(zygote.pid).nice()
     assert wait_finished(instance, first.run_id).status == DagsterRunStatus.SUCCESS
     wait_gone(first_pid)  # reaped by the zygote: no zombie left behind
 
@@ -128,6 +139,21 @@ def test_each_run_is_its_own_child_of_one_warm_zygote(instance: dg.DagsterInstan
     assert second_run.status == DagsterRunStatus.SUCCESS
     assert "job code version 1" in logged(instance, second.run_id)
     assert int(second_run.tags[PID_TAG]) not in (first_pid, zygote.pid)
+
+
+def test_a_background_jobs_run_yields_the_cpu(tmp_path: Path, code_dir: Path) -> None:
+    """Runs of the configured background jobs (by default the hourly re-detection and model
+    training) get a lower CPU priority than ingest runs; the warm worker keeps its own."""
+    with instance_for(tmp_path, code_dir, background_jobs=["warm_job"],
+                      background_niceness=7) as inst:
+        run = launch(inst, code_dir, sleep=2.0)
+        wait_status(inst, run.run_id, DagsterRunStatus.STARTED)
+        pid = int(inst.get_run_by_id(run.run_id).tags[PID_TAG])  # type: ignore[union-attr]
+        zygote = launcher_of(inst)._zygote
+        assert zygote is not None
+        assert psutil.Process(pid).nice() == 7
+        assert psutil.Process(zygote.pid).nice() == psutil.Process().nice()
+        assert wait_finished(inst, run.run_id).status == DagsterRunStatus.SUCCESS
 
 
 def test_code_changed_after_the_zygote_imported_it_runs_as_changed(
