@@ -140,9 +140,21 @@ def main() -> None:
         print(f"windows' pasts served by kept rows: {recent.hits}, read from the lake: "
               f"{recent.misses}; long look-backs served by kept rows: {pasts.hits}, read from "
               f"the lake: {pasts.misses}")
+        same = {way: anomaly_rows(url) for way, url in urls.items()}
+        print(f"anomaly_events after the last run: lake every run {len(same['lake'])} rows, "
+              f"kept {len(same['kept'])}; "
+              + ("identical" if same["lake"] == same["kept"] else "DIFFERENT (a bug)"))
     if profiled:
         print(f"\nwhere detection's time went in minutes {args.profile} (cumulative, top 40)")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+
+
+def anomaly_rows(url: str) -> list[tuple[object, ...]]:
+    """What a user sees of each anomaly: both ways of detecting must leave the same."""
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT id, timestamp, alert_type, alert_level, alert_title, "
+                            "entity, window_start, window_end, metrics, evidence "
+                            "FROM anomaly_events ORDER BY id").fetchall()
 
 
 def second_database(url: str) -> str:
