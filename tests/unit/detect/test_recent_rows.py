@@ -30,6 +30,17 @@ def kept_and_fresh(lake: Lake, recent: RecentRows, users: list[str], start: floa
     return (None if kept is None else plain(kept)), fresh.sort_values(ORDER, ignore_index=True)
 
 
+def runs_a_minute(tmp_path: Path, minutes: int) -> tuple[Lake, RecentRows, int]:
+    """A lake of `minutes` minutes, each read after it landed as a run reads its window's
+    past (five minutes back); the lake, the kept rows and the next offset."""
+    lake, recent = Lake((tmp_path / "lake").as_uri()), RecentRows(tmp_path / "kept", "lake")
+    offset = 0
+    for minute in range(minutes):
+        offset = land_minute(lake, minute, offset)
+        kept_and_fresh(lake, recent, USERS, max(minute - 4, 0), minute + 1)
+    return lake, recent, offset
+
+
 def plain(table: pa.Table) -> pd.DataFrame:
     """Dictionary columns decoded: kept rows come as plain strings, a narrowed read not."""
     return pa.table([c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c
@@ -54,11 +65,7 @@ def test_runs_are_served_from_kept_rows_once_they_reach_back(tmp_path: Path) -> 
 def test_kept_span_is_not_read_from_the_lake_again(tmp_path: Path) -> None:
     """Rewriting a kept file in place (a name is a pure function of its rows, so this never
     happens in a lake) shows which rows come from the kept copy."""
-    lake, recent = Lake((tmp_path / "lake").as_uri()), RecentRows(tmp_path / "kept", "lake")
-    offset = 0
-    for minute in range(7):
-        offset = land_minute(lake, minute, offset)
-        kept_and_fresh(lake, recent, USERS, max(minute - 4, 0), minute + 1)
+    lake, recent, offset = runs_a_minute(tmp_path, 7)
     per_minute = offset // 7
     land_minute(lake, 3, 3 * per_minute, users=USERS[:1])  # minute 3's file, same name
     assert len(list((tmp_path / "lake").rglob("*.parquet"))) == 7
@@ -72,11 +79,7 @@ def test_kept_span_is_not_read_from_the_lake_again(tmp_path: Path) -> None:
 
 
 def test_a_file_landed_late_inside_the_kept_span_is_added(tmp_path: Path) -> None:
-    lake, recent = Lake((tmp_path / "lake").as_uri()), RecentRows(tmp_path / "kept", "lake")
-    offset = 0
-    for minute in range(7):
-        offset = land_minute(lake, minute, offset)
-        kept_and_fresh(lake, recent, USERS, max(minute - 4, 0), minute + 1)
+    lake, recent, _ = runs_a_minute(tmp_path, 7)
     land_minute(lake, 5, 0, partition=1, users=["late"])  # another partition, behind
     kept, fresh = kept_and_fresh(lake, recent, ["late", *USERS[:5]], 3, 7)
     assert kept is not None and (kept["user_id"] == "late").sum() == 20
@@ -84,11 +87,7 @@ def test_a_file_landed_late_inside_the_kept_span_is_added(tmp_path: Path) -> Non
 
 
 def test_a_kept_file_gone_from_the_lake_drops_the_kept_rows(tmp_path: Path) -> None:
-    lake, recent = Lake((tmp_path / "lake").as_uri()), RecentRows(tmp_path / "kept", "lake")
-    offset = 0
-    for minute in range(7):
-        offset = land_minute(lake, minute, offset)
-        kept_and_fresh(lake, recent, USERS, max(minute - 4, 0), minute + 1)
+    lake, recent, _ = runs_a_minute(tmp_path, 7)
     minute_4 = next(p for p in (tmp_path / "lake").rglob("*.parquet")
                     if f"+t{int(at(4).timestamp() * 1e6)}_" in p.name)
     minute_4.unlink()
@@ -97,11 +96,7 @@ def test_a_kept_file_gone_from_the_lake_drops_the_kept_rows(tmp_path: Path) -> N
 
 
 def test_a_start_before_the_kept_rows_reads_the_lake_and_they_stay(tmp_path: Path) -> None:
-    lake, recent = Lake((tmp_path / "lake").as_uri()), RecentRows(tmp_path / "kept", "lake")
-    offset = 0
-    for minute in range(9):
-        offset = land_minute(lake, minute, offset)
-        kept_and_fresh(lake, recent, USERS, max(minute - 4, 0), minute + 1)
+    lake, recent, _ = runs_a_minute(tmp_path, 9)
     reach = (8 - 4) - SLACK.total_seconds() / 60  # the last run's start less the slack
     kept, _ = kept_and_fresh(lake, recent, USERS, reach - 1, 9)
     assert kept is None
