@@ -118,6 +118,11 @@ def epoch_us(moment: datetime) -> int:
     return (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
+def utc_from_us(micros: int) -> datetime:
+    """The inverse of `epoch_us`, in UTC."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A temporary this old is a dead writer's: one file's write takes seconds.

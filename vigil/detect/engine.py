@@ -26,7 +26,7 @@ import pyarrow as pa
 from vigil.detect import forest, likelihood
 from vigil.detect.frames import TopicFrame, entity_codes, keyed
 from vigil.detect.rules import Rule
-from vigil.lake import epoch_us
+from vigil.lake import epoch_us, utc_from_us
 
 DETECTOR = "rules"
 DETECTOR_VERSION = "rules-1"
@@ -291,7 +291,7 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
     records = []
     for k, (first, last) in enumerate(zip(firsts, lasts, strict=True)):  # per anomaly
         group_key = {str(c): _plain(v) for c, v in keys[k].items()}
-        window_start = _utc(int(bucket[first]))
+        window_start = utc_from_us(int(bucket[first]))
         peak = float(peaks[k])
         at_peak: dict[str, Any] = {}
         if context_values is not None:  # what the row with the peak value said
@@ -304,7 +304,7 @@ def anomalies(rule: Rule, fired: pd.DataFrame, start: datetime, end: datetime
             "topic": rule.topic, "level": rule.level,
             "entity": " / ".join("-" if v is None else str(v) for v in group_key.values()),
             "group_key": group_key, "window_start": window_start,
-            "first_seen": _utc(int(t[first])), "last_seen": _utc(int(t[last])),
+            "first_seen": utc_from_us(int(t[first])), "last_seen": utc_from_us(int(t[last])),
             "peak": peak, "points": int(points[k]),
             "title": render_title(rule, group_key, peak, at_peak),
             "context": at_peak,
@@ -426,7 +426,3 @@ def _plain(value: Any) -> Any:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _utc(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from vigil.lake import epoch_us, may_hold
+from vigil.lake import epoch_us, may_hold, utc_from_us
 
 # Past this many entities the read is not "a few" (a whole batch's entities): not kept.
 KEEP_LIMIT = 2_000
@@ -74,14 +74,14 @@ class PastCache:
         path = self._path(topic, column, columns)
         kept = _load(path)
         low, high = epoch_us(start), epoch_us(end)
-        if kept is not None and self._serves(kept, wanted, low, high, start, files):
+        if kept is not None and self._serves(kept, wanted, low, high, files):
             self.hits += 1
             if kept.end >= high:  # all of it kept already
                 return _among(_between(kept.rows, low, high), column, wanted)
             # What landed after the kept rows, for every kept entity: they stay complete.
             known, since, scanned_from, read_from = (kept.entities, kept.start, kept.end,
                                                      kept.files)
-            rows = pa.concat_tables([kept.rows, scan(_moment(kept.end, start), end,
+            rows = pa.concat_tables([kept.rows, scan(utc_from_us(kept.end), end,
                                                      pa.array(sorted(known)))])
         else:
             self.misses += 1
@@ -93,29 +93,25 @@ class PastCache:
         until = min(epoch_us(head - MARGIN), high)
         since = max(since, until - int(HORIZON / timedelta(microseconds=1)))
         if len(known) <= KEEP_LIMIT and until > since:
-            first, last = _moment(since, start), _moment(until, start)
+            first, last = utc_from_us(since), utc_from_us(until)
             # The files the kept part was read from, and those the scan read for the rest.
-            named = read_from | files(_moment(max(scanned_from, since), start), last)
+            named = read_from | files(utc_from_us(max(scanned_from, since)), last)
             _store(path, Kept(_between(rows, since, until), column, known, since, until,
                               frozenset(n for n in named if may_hold(n, first, last))))
         return _among(_between(rows, low, high), column, wanted)
 
     @staticmethod
-    def _serves(kept: Kept, wanted: frozenset[str], low: int, high: int, like: datetime,
+    def _serves(kept: Kept, wanted: frozenset[str], low: int, high: int,
                 files: Callable[[datetime, datetime], set[str]]) -> bool:
         """Whether the kept rows hold every wanted entity's rows from `low` to their end:
         they cover the start, and no lake file that may hold that span is new to them."""
         if not (kept.entities >= wanted and kept.start <= low <= kept.end):
             return False
-        return files(_moment(low, like), _moment(min(kept.end, high), like)) <= kept.files
+        return files(utc_from_us(low), utc_from_us(min(kept.end, high))) <= kept.files
 
     def _path(self, topic: str, column: str, columns: list[str]) -> Path:
         key = hashlib.sha256(json.dumps([self._lake, topic, column, columns]).encode())
         return self.directory / f"{topic}-{column}-{key.hexdigest()[:16]}.arrow"
-
-
-def _moment(micros: int, like: datetime) -> datetime:
-    return like + timedelta(microseconds=micros - epoch_us(like))
 
 
 def _between(rows: pa.Table, low: int, high: int) -> pa.Table:

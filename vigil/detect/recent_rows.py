@@ -32,7 +32,15 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 
-from vigil.lake import RawFiles, epoch_us, file_span, raw_schema, scan_events, time_range
+from vigil.lake import (
+    RawFiles,
+    epoch_us,
+    file_span,
+    raw_schema,
+    scan_events,
+    time_range,
+    utc_from_us,
+)
 
 # Kept before the earliest start a run asked for: the next run's batch may begin a little
 # earlier in event time (partitions drift), and should still be served.
@@ -110,7 +118,7 @@ def _still_valid(kept: Manifest, files: RawFiles) -> bool:
     if kept.end < seen:
         return False
     named = {n for n in kept.files if _overlaps(n, seen, kept.end)}
-    return named <= files.names(_moment(seen, files.start), _moment(kept.end, files.start))
+    return named <= files.names(utc_from_us(seen), utc_from_us(kept.end))
 
 
 def _catch_up(kept: Manifest, files: RawFiles, columns: list[str],
@@ -118,7 +126,7 @@ def _catch_up(kept: Manifest, files: RawFiles, columns: list[str],
     """Read into `kept` the files landed late inside its span and the events after it up
     to `head`; the new segments with their rows."""
     added = []
-    first, end = _moment(kept.start, head), _moment(kept.end, head)
+    first, end = utc_from_us(kept.start), utc_from_us(kept.end)
     late = files.names(max(first, files.start), end) - kept.files
     if late:
         added.append(scan_events(files.dataset(first, end, only=late), first, end, columns,
@@ -149,10 +157,6 @@ def _trim(kept: Manifest, start: int) -> None:
 def _overlaps(name: str, low: int, high: int) -> bool:
     span = file_span(name)
     return span is None or (span[1] >= low and span[0] < high)
-
-
-def _moment(micros: int, like: datetime) -> datetime:
-    return like + timedelta(microseconds=micros - epoch_us(like))
 
 
 def _open(path: Path) -> pa.Table:
