@@ -42,9 +42,7 @@ def anomaly_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     else:
         context.log.info(f"{hour:%Y-%m-%d %H}:00 — {result.events:,} events, "
                          f"{result.anomalies} anomalies ({result.written} written, "
-                         f"{result.removed} removed)"
-                         + ("; events landed in it while it was read: recomputed in turn"
-                            if result.recomputed_in_turn else ""))
+                         f"{result.removed} removed)" + _left_to_ingest(result.left_to_ingest))
     for note in result.notes:
         context.log.warning(note)
     return dg.MaterializeResult(metadata={
@@ -55,7 +53,19 @@ def anomaly_events(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         "alerts": delivery.disabled or "enabled",
         "rules_file": str(DEFAULT_RULES),
         "detector_versions": dg.MetadataValue.json(detector_versions(rules)),
-        **({"not_scored": dg.MetadataValue.json(list(result.notes))} if result.notes else {})})
+        **({"not_scored": dg.MetadataValue.json(list(result.notes))} if result.notes else {}),
+        **({"left_to_ingest_from": dg.MetadataValue.json(
+            {t: m.isoformat() for t, m in result.left_to_ingest.items()})}
+           if result.left_to_ingest else {})})
+
+
+def _left_to_ingest(landed: dict[str, datetime]) -> str:
+    if not landed:
+        return ""
+    since = ", ".join(f"{topic} from {moment:%H:%M:%S}" for topic, moment in sorted(landed.items()))
+    return (f"; events landed in it while it was read ({since}): those buckets were left to "
+            "the ingest runs that landed them, and the next scheduled reprocessing reads the "
+            "hour again")
 
 
 detect_hours = dg.define_asset_job(

@@ -13,9 +13,10 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pytest
+from psycopg.types.json import Jsonb
 
 from tests.integration.lock_helpers import detection_behind_the_lock, wait_until
-from vigil.detect.engine import anomalies, epoch_us
+from vigil.detect.engine import anomalies, epoch_us, floor_to
 from vigil.detect.hours import (
     DETECTION_LOCK,
     detect_hour,
@@ -288,17 +289,18 @@ def _copy(lake: Lake, tmp_path: Path) -> Lake:
     return Lake(root.as_uri())
 
 
-def _land_late_transaction(lake: Lake, at: datetime, user: str) -> None:
-    """One large transaction landed into an hour already detected (a late event)."""
+def _land_late_transaction(lake: Lake, at: datetime, user: str, offset: int = 0) -> None:
+    """One large transaction landed into an hour already detected (a late event), at
+    `offset` of a partition of its own."""
     table = pa.table({
-        "event_id": ["late-1"], "timestamp": [at], "transaction_id": ["t-late-1"],
+        "event_id": [f"late-{offset}"], "timestamp": [at], "transaction_id": [f"t-{offset}"],
         "user_id": [user], "amount": [50_000.0], "currency": ["EUR"], "merchant_id": ["m1"],
         "country": ["DE"], "payment_method": ["card"], "status": ["approved"],
-        "merchant_category": [None], "ip": [None], "_partition": [9], "_offset": [0],
+        "merchant_category": [None], "ip": [None], "_partition": [9], "_offset": [offset],
         "_kafka_timestamp": [at], "_ingested_at": [at]}, schema=raw_schema("transactions"))
     stamp = epoch_us(at)
     lake.write(f"{hour_dir('raw', 'transactions', at)}/"
-               f"{file_name('transactions', 9, 0, (stamp, stamp))}", table)
+               f"{file_name('transactions', 9, offset, (stamp, stamp))}", table)
 
 
 def _late_rows(url: str, user: str) -> list[tuple[Any, ...]]:
@@ -338,21 +340,58 @@ def test_the_schedule_skips_an_hour_whose_lake_files_and_rules_did_not_change(
         assert detect_hour(lake, rules, conn, hour).unchanged_since is None
 
 
-def test_an_hour_is_read_outside_the_lock_and_written_in_turn_from_what_the_lake_holds(
+def test_an_hour_is_written_in_turn_leaving_what_landed_meanwhile_to_its_ingest_run(
         landed: tuple[Lake, datetime, list[Any]], fresh_database: str,
         tmp_path: Path) -> None:
-    """An hour's detection reads and computes while ingest runs keep detecting; it waits
-    for the lock only to write, and recomputes if events landed in what it read."""
+    """An hour's detection reads and computes while ingest runs keep detecting, and holds
+    the lock only to write, never recomputing there: a topic's buckets from the first event
+    landed meanwhile are left to the ingest run that landed it (which detects them in
+    turn); every bucket before, and the other topics' whole hour, are written."""
     lake, hour, _labels = landed
     lake = _copy(lake, tmp_path)
+    rules = load_rules()
     migrate(fresh_database)
+    _land_late_transaction(lake, hour + timedelta(minutes=1), "early-user", offset=1)
+    with psycopg.connect(fresh_database) as conn:
+        first = detect_hour(lake, rules, conn, hour)  # what ingest runs had detected so far
+    whole = {row[0]: row for row in _table(fresh_database)}
+    step = {r.name: timedelta(seconds=r.realert) for r in rules if r.topic == "transactions"}
+    paid = [r for r in whole.values() if r[2] in step]
+    # The late event lands in the bucket of the hour's last transactions anomaly; the
+    # early user's large amount is in a bucket before it.
+    late_at = max(r[6] for r in paid)
+    until = {r.name: max(hour, floor_to(late_at, step[r.name])) if r.name in step
+             else hour + timedelta(hours=1) for r in rules}
+    with psycopg.connect(fresh_database) as conn, conn.transaction():
+        # Rows the detection must write (lost here) and rows it must leave (marked).
+        conn.execute("DELETE FROM anomaly_events WHERE alert_type = ANY(%s) "
+                     "AND window_start < (%s::jsonb ->> alert_type)::timestamptz",
+                     (list(until), Jsonb({k: v.isoformat() for k, v in until.items()})))
+        marked = conn.execute("UPDATE anomaly_events SET alert_title = 'left alone' "
+                              "WHERE window_start >= (%s::jsonb ->> alert_type)::timestamptz",
+                              (Jsonb({k: v.isoformat() for k, v in until.items()}),)).rowcount
+    assert marked > 0
 
     with detection_behind_the_lock(fresh_database, lambda conn: detect_hour(
-            lake, load_rules(), conn, hour)) as held:
+            lake, rules, conn, hour)) as held:
         assert wait_until(held.waiting, 120), "the hour's detection did not reach the lock"
         # It has read the hour by now; an ingest run lands a late event into it.
-        _land_late_transaction(lake, hour + timedelta(minutes=20), "landed-meanwhile")
+        _land_late_transaction(lake, late_at, "landed-meanwhile")
     assert not held.worker.is_alive()
-    assert held.outcome["result"].recomputed_in_turn
-    assert _late_rows(fresh_database, "landed-meanwhile"), "written from an older lake"
+    result = held.outcome["result"]
+    assert result.left_to_ingest == {"transactions": late_at}
+    assert result.events == first.events, "it counts what it read, before the late event"
+    after = {row[0]: row for row in _table(fresh_database)}
+    assert not _late_rows(fresh_database, "landed-meanwhile"), "recomputed under the lock"
+    before_cut = {i for i, r in whole.items() if r[6] < until[r[2]]}
+    assert any(whole[i][2] in step for i in before_cut)
+    assert all(after[i][:10] == whole[i][:10] for i in before_cut), \
+        "the buckets before the late event, and the other topics, written whole"
+    assert sum(r[4] == "left alone" for r in after.values()) == marked, \
+        "the buckets from the late event on left to the ingest run"
     assert _lock_is_free(fresh_database)
+
+    # That ingest run detects what it landed, in turn.
+    with psycopg.connect(fresh_database) as conn:
+        detect_recent(lake, rules, conn, {"transactions": (late_at, late_at)})
+    assert _late_rows(fresh_database, "landed-meanwhile")

@@ -34,7 +34,7 @@ from vigil.detect.past_cache import PastCache
 from vigil.detect.reads import NARROW_LIMIT, TopicReads, distinct, read_columns, share_key
 from vigil.detect.recent_rows import RecentRows
 from vigil.detect.rules import Rule
-from vigil.lake import Lake, floor_hour, hours_between, may_hold
+from vigil.lake import Lake, file_span, floor_hour, hours_between, may_hold, utc_from_us
 from vigil.store import (
     anomaly_rows,
     last_hour_detection,
@@ -84,7 +84,9 @@ class HourResult:
     by_rule: dict[str, int]
     notes: tuple[str, ...] = ()  # e.g. why a model-based rule did not score the hour
     unchanged_since: datetime | None = None  # skipped: its inputs are those of that detection
-    recomputed_in_turn: bool = False  # events landed in what it read: recomputed under lock
+    # Events landed in what it read, topic -> the first of them: that topic's buckets from
+    # there on were left to the ingest runs that landed them (`detect_hour`).
+    left_to_ingest: dict[str, datetime] = field(default_factory=dict)
 
 
 def rule_details(rule: Rule) -> dict[str, Any]:
@@ -145,31 +147,48 @@ def detect_hour(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     """Recompute an hour's anomalies from the lake and replace its rows.
 
     The hour (tens of millions of events at 20,000 events/s) is read and detected without
-    the detection lock, so ingest runs keep detecting meanwhile; the rows are written in turn,
-    and only if the lake still holds the files that were read (else the hour is recomputed
-    in turn). `unless_unchanged` (the reprocessing schedule) skips an hour whose inputs, the
-    rules and the lake files read, are those of its last whole detection: the same rows.
+    the detection lock, so ingest runs keep detecting meanwhile; the lock is held only to
+    write. Events that landed in what was read meanwhile (always so in the hour in
+    progress) were landed by ingest runs, each of which detects the buckets it landed in
+    under the lock: a topic's buckets from the first such event on are left to them, and
+    the earlier ones, which those events cannot change, are written. Never recomputed under
+    the lock: a whole hour's work there (a minute, niced) would stall every ingest run.
+    `unless_unchanged` (the reprocessing schedule) skips an hour whose inputs, the rules and
+    the lake files read, are those of its last whole detection: the same rows.
     """
     hour = floor_hour(hour)
     inputs = hour_inputs(lake, rules, hour)
     if unless_unchanged:
         last = last_hour_detection(conn, hour)
         conn.commit()  # no transaction left open while the hour is read
-        if last is not None and last[0] == inputs:
+        if last is not None and last[0] == inputs.digest:
             return HourResult(hour, last[2], last[3], 0, 0, {}, unchanged_since=last[1])
-    computed = _compute_hour(lake, rules, conn, hour)
-    again = False
+    events, found, notes = _compute_hour(lake, rules, conn, hour)
+    details = {r.name: rule_details(r) for r in rules}
     with detection_lock(conn):
-        now = hour_inputs(lake, rules, hour)
-        if now != inputs:  # events landed in what was read: recompute, in turn this time
-            inputs, computed, again = now, _compute_hour(lake, rules, conn, hour), True
-        events, found, notes = computed
-        rows = anomaly_rows(found, {r.name: rule_details(r) for r in rules})
+        landed = inputs.landed_since(hour_inputs(lake, rules, hour))
         with conn.transaction():
-            written, removed = replace_hour(conn, {r.detector for r in rules}, hour, rows)
-            record_hour_detection(conn, hour, inputs, events, len(rows))
+            if not landed:
+                rows = anomaly_rows(found, details)
+                written, removed = replace_hour(conn, {r.detector for r in rules}, hour, rows)
+                record_hour_detection(conn, hour, inputs.digest, events, len(rows))
+            else:  # not a whole detection: the next scheduled one reads the hour again
+                until = {r.name: _written_until(r, hour, landed) for r in rules}
+                if not found.empty:  # window_start holds datetimes: compared one by one
+                    found = found[found["window_start"] < found["rule"].map(until)]
+                rows = anomaly_rows(found, details)
+                written, removed = replace_windows(
+                    conn, rows, {name: (hour, cut) for name, cut in until.items() if cut > hour})
     return HourResult(hour, events, len(rows), written, removed, _by_rule(found),
-                      tuple(notes), recomputed_in_turn=again)
+                      tuple(notes), left_to_ingest=landed)
+
+
+def _written_until(rule: Rule, hour: datetime, landed: dict[str, datetime]) -> datetime:
+    """The start of the rule's first bucket that events landed since the read can change:
+    firings look back, never forward, so every bucket before it is exact."""
+    if rule.topic not in landed:
+        return hour + timedelta(hours=1)
+    return max(hour, floor_to(landed[rule.topic], timedelta(seconds=rule.realert)))
 
 
 def _compute_hour(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
@@ -191,21 +210,42 @@ def _hour_spans(rules: list[Rule], hour: datetime) -> dict[str, tuple[datetime, 
             for topic, back in lookback_by_topic(rules).items()}
 
 
-def hour_inputs(lake: Lake, rules: list[Rule], hour: datetime) -> str:
-    """A digest of what detecting `hour` reads: the rules as written, the detectors'
-    versions, and the names of the lake files that may hold the spans read (the hour with
-    its look-back, each forest rule's training history). A raw file's name is a pure
-    function of its rows, so equal names mean equal events."""
+@dataclass(frozen=True)
+class HourInputs:
+    """What detecting an hour reads: `digest` of the rules as written, the detectors'
+    versions and the lake files' names; `files`, topic -> those files' names."""
+    digest: str
+    files: dict[str, frozenset[str]]
+
+    def landed_since(self, now: HourInputs) -> dict[str, datetime]:
+        """Topic -> the first event time of the files `now` holds beyond these (or no
+        longer holds); a file whose name carries no times counts from the epoch."""
+        landed = {}
+        for topic in sorted(self.files.keys() | now.files.keys()):
+            changed = self.files.get(topic, frozenset()) ^ now.files.get(topic, frozenset())
+            spans = [file_span(name) for name in changed]
+            if spans:
+                landed[topic] = utc_from_us(min(0 if s is None else s[0] for s in spans))
+        return landed
+
+
+def hour_inputs(lake: Lake, rules: list[Rule], hour: datetime) -> HourInputs:
+    """The spans detecting `hour` reads (the hour with its look-back, each forest rule's
+    training history) and the names of the lake files that may hold them. A raw file's
+    name is a pure function of its rows, so equal names mean equal events."""
     spans = [(topic, *span) for topic, span in _hour_spans(rules, hour).items()]
     spans += [(r.topic, *forest.training_span(r, hour)) for r in rules if r.forest is not None]
     digest = hashlib.sha256(repr(sorted(repr(r) for r in rules)).encode())
     digest.update(repr(sorted(detector_versions(rules).items())).encode())
+    files: dict[str, set[str]] = {}
     for topic, start, end in sorted(spans):
         digest.update(f"|{topic} {start.isoformat()} {end.isoformat()}".encode())
         for path in lake.files("raw", topic, start, end):
             if may_hold(path, start, end):
-                digest.update(path.rsplit("/", 1)[-1].encode())
-    return digest.hexdigest()
+                name = path.rsplit("/", 1)[-1]
+                digest.update(name.encode())
+                files.setdefault(topic, set()).add(name)
+    return HourInputs(digest.hexdigest(), {t: frozenset(n) for t, n in files.items()})
 
 
 def _by_rule(found: pd.DataFrame) -> dict[str, int]:
