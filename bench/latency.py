@@ -12,6 +12,9 @@ webserver + daemon with the Kafka sensor, dashboard, API, a local webhook receiv
    (queued -> started), i.e. what a no-op run costs before any work;
 3. then, on the idle stack, one large transaction at a time: the whole path for one event
    (its run still re-reads the look-back of what the load left in the lake).
+The hour-scale runs beside the load (the schedules' whole-hour re-detection and model
+training; with --backfill-at, an operator's backfill of the hour in progress) are listed with
+when they ran and what they said, next to the ingest runs' timings per 5 minutes.
 
 All of it once per sensor loop interval (--sensor-intervals, default 5,2: Dagster's own 5 s
 and the local stack's 2 s, `VIGIL_SENSOR_INTERVAL`), each on a fresh temporary state on free
@@ -152,6 +155,44 @@ def run_timings(settings: Settings) -> dict[str, Any]:
         by_segment.setdefault(int(at - created[0]) // SEGMENT, []).append(parts)
     return {"launch": sorted(launch), "work": sorted(work), "tick": sorted(gaps),
             "slowest": where, "by_segment": by_segment}
+
+
+def background_runs(settings: Settings, load_began: float) -> list[str]:
+    """The hour-scale runs beside the load (the reprocessing schedule's and a backfill's
+    `detect_hours`, `train_hour_models`): when each started, how long it took, what it said."""
+    with psycopg.connect(settings.database_url) as conn:
+        runs = conn.execute(
+            "SELECT r.run_id, r.pipeline_name, r.start_time, r.end_time, r.status, "
+            "t.value FROM runs r LEFT JOIN run_tags t ON t.run_id = r.run_id "
+            "AND t.key = 'dagster/partition' WHERE r.pipeline_name <> 'ingest' "
+            "AND r.start_time IS NOT NULL ORDER BY r.start_time").fetchall()
+        said = {run_id: json.loads(event).get("user_message", "")
+                for run_id, event in conn.execute(
+                    "SELECT run_id, event FROM event_logs WHERE run_id = ANY(%s) AND "
+                    "(event LIKE '%%anomalies (%%' OR event LIKE '%%models ready%%')",
+                    ([r[0] for r in runs],)).fetchall()}
+    return [f"{job} {partition or ''} started at minute {(start - load_began) / 60:.1f}, "
+            f"{(end or time.time()) - start:.0f} s, {status.lower()}"
+            + (f": {said[run_id][:300]}" if run_id in said else "")
+            for run_id, job, start, end, status, partition in runs]
+
+
+def backfill_hour_in_progress(settings: Settings, after_s: float) -> threading.Timer:
+    """After `after_s` seconds, launch `detect_hours` for the hour in progress, as an
+    operator's backfill from the UI would: it reads every event the hour holds so far while
+    the ingest runs land more into it."""
+    def launch() -> None:
+        from dagster_graphql import DagsterGraphQLClient
+
+        key = datetime.now(UTC).strftime("%Y-%m-%d-%H:00")
+        client = DagsterGraphQLClient("127.0.0.1", port_number=settings.dagster_port)
+        run_id = client.submit_job_execution("detect_hours", tags={"dagster/partition": key})
+        print(f"backfill: detect_hours {key} launched (run {run_id})", flush=True)
+
+    timer = threading.Timer(after_s, launch)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def phase_seconds(message: str) -> dict[str, float]:
@@ -303,6 +344,7 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int, cy
     sessions = SessionProbe(settings)
     sessions.start()
     sender = EventSender(settings.kafka_bootstrap)
+    load_began = time.time()
     cpu_before, began = cpu_by_component(settings.state_dir), time.monotonic()
     report = produce_stream(sender, SyntheticStream(spec), list(TOPICS), duration, 1.0,
                             labels.extend)
@@ -336,6 +378,7 @@ def measure_load(settings: Settings, store: Path, rate: float, duration: int, cy
     return {"produced": produced, "produce_s": produce_s, "caught_up_s": caught_up_s,
             "cpu": cpu, "tables": tables, "sessions": sessions.text(),
             "scores": scores, "to_row": scores.latencies, "to_hook": sorted(to_hook),
+            "background": background_runs(settings, load_began),
             "max_lag": max((lag for _t, lag in probe.samples), default=0),
             "lag_at_end": next((lag for t, lag in reversed(probe.samples) if t <= produce_s),
                                0)}
@@ -360,6 +403,8 @@ def measure(args: argparse.Namespace, interval: int) -> dict[str, Any]:
             platform.start()
             time.sleep(30)  # the daemon's first ticks are ~10 s apart; let it settle
             print(f"load: {args.rate:,.0f} events/s for {args.duration} s ...", flush=True)
+            if args.backfill_at is not None:
+                backfill_hour_in_progress(settings, args.backfill_at * 60)
             load = measure_load(settings, sink.store, args.rate, args.duration,
                                 args.cycles)
             load["timings"] = run_timings(settings)
@@ -388,6 +433,8 @@ def report(rate: float, interval: int, load: dict[str, Any]) -> None:
         print(line(f"{interval:>2} s | {name}", values))
     for slow in timings["slowest"]:
         print(f"   slowest ingest run ({interval} s tick): {slow}")
+    for run in load["background"]:
+        print(f"   beside the load ({interval} s tick): {run}")
     print(f"   ingest runs by when they were created ({interval} s tick), p50/p95 seconds; "
           "land = run start to detection (landing, op start)")
     print("   | minutes | runs |      work |      land |    models | lock wait |    detect |"
@@ -410,6 +457,9 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=1,
                         help="times every scenario is injected during the load")
     parser.add_argument("--floor-samples", type=int, default=10)
+    parser.add_argument("--backfill-at", type=float, default=None, metavar="MINUTES",
+                        help="launch a detect_hours run of the hour in progress this many "
+                             "minutes into the load, as an operator's backfill would")
     parser.add_argument("--sensor-intervals", default="5,2",
                         help="sensor loop intervals (s) to compare, each on a fresh stack")
     args = parser.parse_args()
