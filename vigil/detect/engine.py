@@ -46,16 +46,18 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
 
 
 def firings(rule: Rule, events: pd.DataFrame | TopicFrame,
-            models: Sequence[forest.ForestModel] = ()) -> pd.DataFrame:
+            models: Sequence[forest.ForestModel] = (), since_us: int | None = None
+            ) -> pd.DataFrame:
     """Events at which `rule` holds: its group columns, `t` (µs) and `value`; a model's
-    firings also say which feature was furthest from usual (`peak_*` columns)."""
+    firings also say which feature was furthest from usual (`peak_*` columns). With
+    `since_us`, firings before it may be left out (the costly ones are not computed)."""
     prepared = events if isinstance(events, TopicFrame) else TopicFrame(events)
     frame = prepared.frame
     carried = [*rule.group_by, *(c for c in EVIDENCE if c in frame.columns)]
     if frame.empty:
         return pd.DataFrame(columns=[*rule.group_by, "t", "value"])
     if rule.forest is not None:
-        scored = forest.score(rule, prepared, list(models))
+        scored = forest.score(rule, prepared, list(models), since_us)
         out = _fired(rule, frame, carried, scored.rows, prepared.times[scored.rows],
                      scored.scores)
         out["peak_feature"], out["peak_observed"], out["peak_usual"] = (
@@ -231,13 +233,13 @@ def decided_firings(rule: Rule, recent: TopicFrame, read: Reader, since: datetim
     `recent_reach(rule)` before `since`; the whole look-back is read only for the
     entities that need it (`undecided`)."""
     since_us = epoch_us(since)
-    fired = firings(rule, recent, models)
+    fired = firings(rule, recent, models, since_us)
     fired = fired[fired["t"] >= since_us]
     near = undecided(rule, recent, since_us)
     if near.empty:
         return fired
     again = firings(rule, TopicFrame(read(since - timedelta(seconds=rule.lookback), near)),
-                    models)
+                    models, since_us)
     return pd.concat([fired[~among(fired, near)],
                       again[(again["t"] >= since_us) & among(again, near)]],
                      ignore_index=True)
@@ -339,7 +341,8 @@ def detect_windows(rules: list[Rule], frames: dict[str, pd.DataFrame],
     for rule in rules:
         if rule.topic not in prepared or rule.name not in windows:
             continue
-        fired = firings(rule, prepared[rule.topic], (models or {}).get(rule.name, ()))
+        fired = firings(rule, prepared[rule.topic], (models or {}).get(rule.name, ()),
+                        epoch_us(windows[rule.name][0]))
         found.append(anomalies(rule, fired, *windows[rule.name]))
     found = [f for f in found if not f.empty]
     if not found:

@@ -290,8 +290,12 @@ class Scored:
     usual: np.ndarray  # ... and the entity's usual value
 
 
-def score(rule: Rule, prepared: TopicFrame, models: list[ForestModel]) -> Scored:
-    """Score each hour's events with that hour's model; keep those at its threshold."""
+def score(rule: Rule, prepared: TopicFrame, models: list[ForestModel],
+          since_us: int | None = None) -> Scored:
+    """Score each hour's events with that hour's model; keep those at its threshold. Only
+    events at `since_us` on are scored: earlier ones (the features' past, read to count
+    and time the entity's recent events) would only be thrown away after the trees' walk,
+    the costly part, which grew with the past an ingest run reads, not with its batch."""
     spec = rule.forest
     assert spec is not None
     parts: list[Scored] = []
@@ -300,7 +304,8 @@ def score(rule: Rule, prepared: TopicFrame, models: list[ForestModel]) -> Scored
         codes, labels = baseline_labels(spec, prepared, rule.group_by)
         for model in models:
             lo = epoch_us(model.hour)
-            rows = np.flatnonzero((prepared.times >= lo) & (prepared.times < lo + 3600 * _US))
+            first = lo if since_us is None else max(lo, since_us)
+            rows = np.flatnonzero((prepared.times >= first) & (prepared.times < lo + 3600 * _US))
             if len(rows) == 0:
                 continue
             centre, scale = model.baselines(labels)

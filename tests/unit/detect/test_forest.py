@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from vigil.detect import forest
-from vigil.detect.engine import detect
+from vigil.detect.engine import detect, epoch_us, firings
 from vigil.detect.frames import TopicFrame
 from vigil.detect.rules import RuleError, load_rules, parse_rule
 
@@ -119,6 +119,26 @@ def test_too_little_history_names_the_rule_hour_and_numbers() -> None:
     reason = forest.train(METRICS, history, HOUR)
     assert reason == ("metrics_isolation_forest: 120 events in the 2 h before 2026-11-24 "
                       "09:50 (hour 10:00's history), needs 500: hour not scored")
+
+
+def test_scoring_from_a_moment_on_fires_as_scoring_all_and_dropping_what_came_before() -> None:
+    """An ingest run keeps the firings from its batch on: the window's past it also reads
+    (the features' counts and gaps) is not walked through the trees."""
+    hosts = {"steady": 40.0, "other": 45.0}
+    model = forest.train(METRICS, metrics(2, HOUR - timedelta(hours=2), hosts), HOUR)
+    assert isinstance(model, forest.ForestModel)
+    hour = metrics(1, HOUR, hosts, seed=2)
+    for minute in (10, 40):  # a jump in the past, one in the batch
+        jump = (hour["host"] == "steady") \
+            & (hour["timestamp"] >= HOUR + timedelta(minutes=minute)) \
+            & (hour["timestamp"] < HOUR + timedelta(minutes=minute + 5))
+        hour.loc[jump, "cpu_percent"] = 75.0
+    since = epoch_us(HOUR + timedelta(minutes=30))
+    every = firings(METRICS, TopicFrame(hour), [model])
+    assert (every["t"] < since).any() and (every["t"] >= since).any()
+    batch = firings(METRICS, TopicFrame(hour), [model], since)
+    pd.testing.assert_frame_equal(batch.reset_index(drop=True),
+                                  every[every["t"] >= since].reset_index(drop=True))
 
 
 def test_events_outside_every_model_hour_are_not_scored() -> None:
