@@ -145,16 +145,21 @@ def run_timings(settings: Settings) -> dict[str, Any]:
     work = [end - start for _c, start, end, _id in runs]
     gaps = [b - a for a, b in pairwise(created)]
     by_segment: dict[int, list[dict[str, float]]] = {}  # runs created in each 5 minutes
+    each = []  # every run, for --runs-log
     for at, (_c, start, end, run_id) in zip(created, runs, strict=True):
         parts = {"work": end - start}
+        said = ""
         if run_id in told:
             logged_at, event = told[run_id]
-            parts.update(phase_seconds(event.get("user_message", "")))
+            said = event.get("user_message", "")
+            parts.update(phase_seconds(said))
             # Up to its detection: landing, and the op's start (not itemised in the line).
             parts["land"] = logged_at - start - sum(v for k, v in parts.items() if k != "work")
         by_segment.setdefault(int(at - created[0]) // SEGMENT, []).append(parts)
+        each.append({"run_id": run_id, "created": datetime.fromtimestamp(at, UTC).isoformat(),
+                     **{k: round(v, 3) for k, v in parts.items()}, "detection": said})
     return {"launch": sorted(launch), "work": sorted(work), "tick": sorted(gaps),
-            "slowest": where, "by_segment": by_segment}
+            "slowest": where, "by_segment": by_segment, "each": each}
 
 
 def background_runs(settings: Settings, load_began: float) -> list[str]:
@@ -462,9 +467,18 @@ def main() -> None:
                              "minutes into the load, as an operator's backfill would")
     parser.add_argument("--sensor-intervals", default="5,2",
                         help="sensor loop intervals (s) to compare, each on a fresh stack")
+    parser.add_argument("--runs-log", type=Path, default=None, metavar="FILE",
+                        help="also write every ingest run (created, phase seconds, its "
+                             "detection line) as JSON lines, to study a slow stretch after")
     args = parser.parse_args()
     intervals = [int(x) for x in args.sensor_intervals.split(",")]
     loads = {interval: measure(args, interval) for interval in intervals}
+    if args.runs_log is not None:
+        with args.runs_log.open("w") as out:
+            for interval, load in loads.items():
+                for run in load["timings"]["each"]:
+                    out.write(json.dumps({"sensor_interval": interval, **run}) + "\n")
+        print(f"every ingest run: {args.runs_log}", flush=True)
     print(f"\nend-to-end latency (seconds), fresh local stack per sensor interval, "
           f"{os.cpu_count()} cores")
     print(f"| {'tick | path':<51} | {'n':>3} | {'p50':>7} | {'p95':>7} | {'p99':>7} | "
