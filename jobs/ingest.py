@@ -10,7 +10,7 @@ import psycopg
 from assets.raw import HOURLY, raw_asset_key
 from vigil.alerts import deliver_configured
 from vigil.detect.engine import detector_versions
-from vigil.detect.hours import detect_recent
+from vigil.detect.hours import RecentResult, detect_recent
 from vigil.detect.past_cache import PastCache
 from vigil.detect.recent_rows import RecentRows
 from vigil.detect.rules import DEFAULT_RULES, RuleError, load_rules
@@ -107,9 +107,8 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
     context.log.info(f"detection: {result.anomalies} anomalies in the recomputed buckets "
                      f"({result.written} written, {result.removed} removed); "
                      f"{len(continued)} of {len(result.continued)} rules continued their "
-                     f"stored anomalies from the batch on ({sum(result.reopened.values())} "
-                     f"entities with anomalies still open recomputed from their bucket's "
-                     f"start), the rest recomputed their buckets; windows' pasts "
+                     f"stored anomalies from the batch on ({_reopened(result)}), the rest "
+                     f"recomputed their buckets; windows' pasts "
                      f"{recent.hits} from kept rows, {recent.misses} read from the lake; "
                      f"long look-backs {pasts.hits} from kept rows, {pasts.misses} read from "
                      f"the lake; "
@@ -129,6 +128,19 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
     return {"anomalies": result.anomalies, "anomalies_written": result.written,
             "anomalies_removed": result.removed, "alerts_sent": delivery.delivered_rows,
             "alerts": delivery.disabled or "enabled"}
+
+
+def _reopened(result: RecentResult) -> str:
+    """How many entities with anomalies still open were recomputed, and from where, by rule
+    (the runs that redo a bucket's start are the slow ones)."""
+    total = sum(result.reopened.values())
+    if not total:
+        return "no entity with an anomaly still open"
+    by_rule = ", ".join(f"{name} {n} ({result.resumed.get(name, 0)} resumed)"
+                        for name, n in sorted(result.reopened.items()) if n)
+    return (f"{total} entities with anomalies still open recomputed, "
+            f"{sum(result.resumed.values())} resumed from their carry, the rest from "
+            f"their bucket's start: {by_rule}")
 
 
 def time_spent(seconds: dict[str, float]) -> str:

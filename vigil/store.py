@@ -18,17 +18,26 @@ _CONTENT = ("timestamp", "alert_level", "alert_title", "alert_message", "user_id
 _UPSERT = f"""
 INSERT INTO anomaly_events (id, timestamp, is_alert, alert_type, alert_level, alert_title,
     alert_message, user_id, tags, metrics, rule, detector, detector_version, topic, entity,
-    service, window_start, window_end, detected_hour, evidence)
+    service, window_start, window_end, detected_hour, evidence, carry)
 VALUES (%(id)s, %(timestamp)s, true, %(alert_type)s, %(alert_level)s, %(alert_title)s,
     %(alert_message)s, %(user_id)s, %(tags)s, %(metrics)s, %(rule)s, %(detector)s,
     %(detector_version)s, %(topic)s, %(entity)s, %(service)s, %(window_start)s,
-    %(window_end)s, %(detected_hour)s, %(evidence)s)
+    %(window_end)s, %(detected_hour)s, %(evidence)s, %(carry)s)
 ON CONFLICT (id) DO UPDATE SET
     {", ".join(f"{c} = EXCLUDED.{c}" for c in _CONTENT)},
     detected_hour = EXCLUDED.detected_hour,
+    carry = EXCLUDED.carry,
     updated_at = now()
 WHERE ({", ".join(f"anomaly_events.{c}" for c in _CONTENT)})
       IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _CONTENT)})
+"""
+
+# A row whose content is unchanged still takes the writing run's carry (detection state,
+# not content: updated_at stays, nothing is sent again).
+_CARRY = """
+UPDATE anomaly_events a SET carry = c.carry
+FROM unnest(%s::text[], %s::jsonb[]) AS c(id, carry)
+WHERE a.id = c.id AND a.carry IS DISTINCT FROM c.carry
 """
 
 
@@ -57,8 +66,24 @@ def anomaly_rows(found: pd.DataFrame, rule_details: dict[str, dict[str, Any]]
             "detected_hour": anomaly["window_start"].replace(minute=0, second=0,
                                                              microsecond=0),
             "evidence": json.dumps(anomaly.get("evidence") or {}, sort_keys=True),
+            "carry": _carry(anomaly.get("carry")),
         })
     return rows
+
+
+def _carry(carried: Any) -> str | None:
+    """The fold before the writing run's batch (carry.py); None from a whole-hour run."""
+    return json.dumps(carried, sort_keys=True) if isinstance(carried, dict) else None
+
+
+def _upsert(cur: psycopg.Cursor[Any], rows: list[dict[str, Any]]) -> int:
+    """Write rows whose content changed (how many), and every row's carry."""
+    if not rows:
+        return 0
+    cur.executemany(_UPSERT, rows)
+    written = max(cur.rowcount, 0)
+    cur.execute(_CARRY, ([r["id"] for r in rows], [r["carry"] for r in rows]))
+    return written
 
 
 def _score(anomaly: dict[Any, Any]) -> dict[str, float]:
@@ -83,9 +108,7 @@ def replace_hour(conn: psycopg.Connection[Any], detectors: Iterable[str], hour: 
     """
     rows = list(rows)
     with conn.transaction(), conn.cursor() as cur:
-        if rows:
-            cur.executemany(_UPSERT, rows)
-        written = max(cur.rowcount, 0) if rows else 0
+        written = _upsert(cur, rows)
         cur.execute("DELETE FROM anomaly_events WHERE detector = ANY(%s) "
                     "AND detected_hour = %s AND NOT (id = ANY(%s))",
                     (sorted(set(detectors)), hour, [r["id"] for r in rows]))
@@ -101,9 +124,7 @@ def replace_windows(conn: psycopg.Connection[Any], rows: Iterable[dict[str, Any]
     recomputed for some entities only) it did not find again. One transaction."""
     rows = list(rows)
     with conn.transaction(), conn.cursor() as cur:
-        if rows:
-            cur.executemany(_UPSERT, rows)
-        written = max(cur.rowcount, 0) if rows else 0
+        written = _upsert(cur, rows)
         removed = 0
         ids = [r["id"] for r in rows]
         for rule, (start, end) in sorted(windows.items()):

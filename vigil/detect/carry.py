@@ -8,23 +8,36 @@ evidence and the context at the peak) and its last. The fold then gives exactly 
 detection of the whole bucket gives: first and last seen, evidence, points, and the peak
 (an earlier peak wins a tie, as it does in one pass). An anomaly that ends at or after the
 batch's first event may still change (runs in flight overlap in event time): its entity
-is recomputed from the bucket's start instead.
+is recomputed instead.
+
+Recomputing from the bucket's start would redo every firing of an anomaly still open, run
+after run, while it lasts. So each row written also keeps its carry: the fold of its
+firings before the writing run's batch start (`until`). Firings before a run's batch start
+are not its to change (an event landed later, earlier in time, comes with a batch starting
+before it, whose run finds the carry too late to use and recomputes from the bucket's
+start). A reopened entity whose open anomalies all carry an `until` at or before the batch
+start is resumed: the carries stand in for the firings before `until`, and only the
+firings from there on are recomputed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import psycopg
 
 from vigil.detect.engine import among, anomalies, epoch_us
 from vigil.detect.rules import Rule
+from vigil.lake import utc_from_us
 
 _EARLIER = """
-SELECT a.rule, a.id, a.timestamp, a.window_end, a.tags, a.metrics, a.evidence
+SELECT a.rule, a.id, a.timestamp, a.window_end, a.tags, a.metrics, a.evidence, a.carry
 FROM anomaly_events a
 JOIN unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS w(rule, lo, hi)
   ON a.rule = w.rule AND a.window_start >= w.lo AND a.window_start < w.hi
@@ -39,9 +52,9 @@ def stored_anomalies(conn: psycopg.Connection[Any],
     found: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
     rows = conn.execute(_EARLIER, (names, [windows[n][0] for n in names],
                                    [windows[n][1] for n in names])).fetchall()
-    for rule, id_, first, last, tags, metrics, evidence in rows:
+    for rule, id_, first, last, tags, metrics, evidence, carried in rows:
         found[rule][id_] = {"first": first, "last": last, "tags": tags, "metrics": metrics,
-                            "evidence": evidence}
+                            "evidence": evidence, "carry": carried}
     return found
 
 
@@ -56,15 +69,56 @@ def foldable(stored: Iterable[dict[str, Any]], details: dict[str, Any]) -> bool:
     return True
 
 
-def reopened(rule: Rule, stored: Iterable[dict[str, Any]], batch_start: datetime
-             ) -> pd.DataFrame:
-    """The entities (group columns) of anomalies that events from batch_start on may still
-    change (they end at or after it: runs in flight overlap in event time). Those entities
-    are recomputed from their bucket's start; every other one is continued."""
-    keys = [{c: anomaly["tags"].get(c) for c in rule.group_by} for anomaly in stored
-            if anomaly["last"] >= batch_start]
-    return pd.DataFrame.from_records(keys, columns=list(rule.group_by)).drop_duplicates(
-        ignore_index=True)
+@dataclass(frozen=True)
+class Reopened:
+    """The entities of anomalies that events from a batch's start on may still change (they
+    end at or after it: runs in flight overlap in event time)."""
+    whole: pd.DataFrame  # entities (group columns) recomputed from their bucket's start
+    resumed: pd.DataFrame  # entities recomputed from their open anomalies' carries
+    carries: dict[str, dict[str, Any]]  # the resumed open anomalies, by id
+
+    def __len__(self) -> int:
+        return len(self.whole) + len(self.resumed)
+
+
+def reopened(rule: Rule, stored: dict[str, dict[str, Any]], batch_start: datetime
+             ) -> Reopened:
+    """Which entities are recomputed, and from where (see the module docstring). Every
+    other entity is continued."""
+    columns = list(rule.group_by)
+    start_us = epoch_us(batch_start)
+    open_ = {i: a for i, a in stored.items() if a["last"] >= batch_start}
+    by_entity: dict[tuple[Any, ...], list[str]] = {}
+    for id_, anomaly in open_.items():
+        by_entity.setdefault(_key(rule, anomaly), []).append(id_)
+    whole: list[tuple[Any, ...]] = []
+    resumed: list[tuple[Any, ...]] = []
+    for key, ids in by_entity.items():
+        usable = all(_usable(open_[i].get("carry"), start_us) for i in ids)
+        (resumed if usable else whole).append(key)
+    if len(columns) > 1 and whole:
+        # Recomputing `whole` from the bucket's start rereads a superset of its entities
+        # (each column's values listed): keep every entity on that one path.
+        whole, resumed = whole + resumed, []
+    keep = set(resumed)
+    return Reopened(pd.DataFrame.from_records(whole, columns=columns),
+                    pd.DataFrame.from_records(resumed, columns=columns),
+                    {i: open_[i] for key, ids in by_entity.items() if key in keep for i in ids})
+
+
+def _key(rule: Rule, anomaly: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(anomaly["tags"].get(c) for c in rule.group_by)
+
+
+def _usable(carried: dict[str, Any] | None, batch_start_us: int) -> bool:
+    """A carry folds firings before its `until`; usable once this batch starts no earlier."""
+    return (isinstance(carried, dict) and int(carried.get("until", batch_start_us + 1))
+            <= batch_start_us and ("first" not in carried or _has_evidence(carried)))
+
+
+def _has_evidence(carried: dict[str, Any]) -> bool:
+    evidence = carried.get("evidence") or {}
+    return "first" in evidence and "last" in evidence
 
 
 def split(rule: Rule, stored: dict[str, dict[str, Any]], entities: pd.DataFrame
@@ -99,15 +153,88 @@ def stand_ins(rule: Rule, stored: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def resumed(rule: Rule, fired: pd.DataFrame, again: pd.DataFrame, reopened: Reopened,
+            batch_start: datetime) -> pd.DataFrame:
+    """`fired` (firings from the batch start on) with the resumed entities' firings
+    replaced: their carries' stand-ins, and what `again` recomputed from each carry's
+    `until` on (from the batch start in a bucket where the entity had no open anomaly:
+    what is stored there was continued as usual)."""
+    columns = list(rule.group_by)
+    bucket_us = max(int(rule.realert * 1_000_000), 1)
+    cuts = pd.DataFrame.from_records(
+        [{**dict(zip(columns, _key(rule, a), strict=True)),
+          "_bucket": epoch_us(a["first"]) // bucket_us * bucket_us,
+          "_cut": int(a["carry"]["until"])} for a in reopened.carries.values()],
+        columns=[*columns, "_bucket", "_cut"])
+    again = again[exact(again, reopened.resumed)]
+    bucket = again["t"].to_numpy(np.int64) // bucket_us * bucket_us
+    cut = _nulls_named(again[columns]).assign(_bucket=bucket).merge(
+        _nulls_named(cuts), on=[*columns, "_bucket"], how="left")["_cut"]
+    again = again[again["t"].to_numpy(np.int64) >= cut.fillna(epoch_us(batch_start))
+                  .to_numpy(np.int64)]
+    carried = [{"first": utc_from_us(c["first"]), "last": utc_from_us(c["last"]),
+                "tags": a["tags"], "evidence": c["evidence"],
+                "metrics": {"peak": c["peak"], "points": c["points"], **c["context"]}}
+               for a in reopened.carries.values() if "first" in (c := a["carry"])]
+    parts = [fired[~exact(fired, reopened.resumed)].assign(weight=1), again.assign(weight=1)]
+    if carried:
+        parts.append(stand_ins(rule, carried))
+    return pd.concat(parts, ignore_index=True)
+
+
+def exact(frame: pd.DataFrame, entities: pd.DataFrame) -> np.ndarray:
+    """Rows of exactly these entities (`among` matches a superset of several columns)."""
+    if frame.empty or entities.empty:
+        return np.zeros(len(frame), bool)
+    columns = list(entities.columns)
+    listed = _nulls_named(entities).drop_duplicates().assign(_hit=True)
+    return _nulls_named(frame[columns]).merge(listed, on=columns, how="left")[
+        "_hit"].notna().to_numpy()
+
+
+def _nulls_named(frame: pd.DataFrame) -> pd.DataFrame:
+    """Group columns as objects with nulls spelled alike (None, NaN), to join on."""
+    return frame.astype(object).where(frame.notna(), "\0null").reset_index(drop=True)
+
+
 def fold(rule: Rule, fired: pd.DataFrame, window: tuple[datetime, datetime],
-         stored: dict[str, dict[str, Any]] | None) -> pd.DataFrame:
+         stored: dict[str, dict[str, Any]] | None, until: datetime | None = None
+         ) -> pd.DataFrame:
     """The rule's anomalies in `window` from `fired` — firings from the batch's first event
     on — each continuing the stored anomaly of its id, if any (None: nothing stored counts,
-    the window was recomputed whole)."""
+    the window was recomputed whole). Given `until` (the batch start), each carries its
+    fold before it (see the module docstring)."""
+    fired = fired.assign(weight=fired["weight"].fillna(1).astype(np.int64)
+                         if "weight" in fired.columns else 1)
     if stored:
         fresh = anomalies(rule, fired, *window)
         earlier = [stored[i] for i in fresh["id"] if i in stored]
         if earlier:
-            fired = pd.concat([stand_ins(rule, earlier), fired.assign(weight=1)],
-                              ignore_index=True)
-    return anomalies(rule, fired, *window)
+            fired = pd.concat([stand_ins(rule, earlier), fired], ignore_index=True)
+    found = anomalies(rule, fired, *window)
+    if until is None or found.empty:
+        return found
+    return found.assign(carry=pd.Series(carries(rule, fired, window, until, found),
+                                        index=found.index, dtype=object))
+
+
+def carries(rule: Rule, fired: pd.DataFrame, window: tuple[datetime, datetime],
+            until: datetime, found: pd.DataFrame) -> list[dict[str, Any] | None]:
+    """Each anomaly found's fold of its firings before `until` (not before its bucket)."""
+    until_us = epoch_us(until)
+    before = anomalies(rule, fired[fired["t"] < until_us], *window)
+    prior = {row["id"]: row for row in before.to_dict("records")}
+    kept: list[dict[str, Any] | None] = []
+    for id_, start in zip(found["id"], found["window_start"], strict=True):
+        cut = max(until_us, epoch_us(start))
+        p = prior.get(id_)
+        if p is None:
+            kept.append({"until": cut})  # no firing before it
+        elif not math.isfinite(p["peak"]) or not p["evidence"]:
+            kept.append(None)  # nothing a later run could stand in for: recompute
+        else:
+            kept.append({"until": cut, "first": epoch_us(p["first_seen"]),
+                         "last": epoch_us(p["last_seen"]), "peak": p["peak"],
+                         "points": p["points"], "context": p["context"] or {},
+                         "evidence": p["evidence"]})
+    return kept

@@ -266,6 +266,7 @@ class RecentResult:
     # Where the pass's time went: loading (or training) models, waiting for the detection
     # lock (other runs detecting), detecting and writing under it.
     seconds: dict[str, float] = field(default_factory=dict)
+    resumed: dict[str, int] = field(default_factory=dict)  # of those, resumed from carries
 
     @property
     def hours(self) -> list[datetime]:
@@ -314,7 +315,7 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
         stored = carry.stored_anomalies(conn, windows)
         continued = {r.name: carry.foldable(stored[r.name].values(), details[r.name])
                      for r in active}
-        reopened = {r.name: carry.reopened(r, stored[r.name].values(), landed[r.topic][0])
+        reopened = {r.name: carry.reopened(r, stored[r.name], landed[r.topic][0])
                     for r in active if continued[r.name]}
         for name, entities in reopened.items():
             if len(entities) > NARROW_LIMIT:  # cheaper to recompute the buckets whole
@@ -324,7 +325,7 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
         carried = {name: Carried(stored[name], reopened[name])
                    for name, flag in continued.items() if flag}
         found, stale = _continued(lake, active, since, windows, carried, models, cache,
-                                  recent)
+                                  recent, {r.name: landed[r.topic][0] for r in active})
         found = [f for f in found if not f.empty]
         anomalies = (pd.concat(found, ignore_index=True) if found
                      else pd.DataFrame(columns=ANOMALY_COLUMNS))
@@ -337,24 +338,27 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                "detect": time.monotonic() - locked}
     return RecentResult(windows, len(rows), written, removed, _by_rule(anomalies),
                         tuple(notes), continued,
-                        {name: len(c.reopened) for name, c in carried.items()}, seconds)
+                        {name: len(c.reopened) for name, c in carried.items()}, seconds,
+                        {name: len(c.reopened.resumed) for name, c in carried.items()})
 
 
 @dataclass(frozen=True)
 class Carried:
     """A continued rule's stored anomalies in its window, and the entities whose anomalies
-    may still change (recomputed from the window's start)."""
+    may still change (recomputed)."""
     stored: dict[str, dict[str, Any]]
-    reopened: pd.DataFrame
+    reopened: carry.Reopened
 
 
 def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
                windows: dict[str, tuple[datetime, datetime]], carried: dict[str, Carried],
                models: Models, cache: PastCache | None = None,
-               recent: RecentRows | None = None) -> tuple[list[pd.DataFrame], list[str]]:
+               recent: RecentRows | None = None, until: dict[str, datetime] | None = None
+               ) -> tuple[list[pd.DataFrame], list[str]]:
     """Each rule's anomalies in its window from its firings at `since` on, folded into its
-    stored anomalies when it continues them (a rule absent from `carried` recomputes), and
-    the ids of stored anomalies recomputed (reopened). A topic's rules share one read of
+    stored anomalies when it continues them (a rule absent from `carried` recomputes), each
+    with its carry before `until` (the batch start), and the ids of stored anomalies
+    recomputed (reopened). A topic's rules share one read of
     what is being detected; before it, the past `recent_reach` needs is read only for the
     entities detected, once per group of rules keyed alike."""
     spans = {}
@@ -384,13 +388,18 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
                                         models.get(rule.name, ()))
                 kept = None
                 if rule.name in carried:
-                    kept, again = carry.split(rule, carried[rule.name].stored,
-                                              carried[rule.name].reopened)
+                    reopened = carried[rule.name].reopened
+                    kept, again = carry.split(rule, carried[rule.name].stored, reopened.whole)
                     if again:
-                        fired = _reopen(rule, fired, carried[rule.name].reopened, read,
+                        fired = _reopen(rule, fired, reopened.whole, read,
                                         windows[rule.name][0], models)
                         stale += again
-                found.append(carry.fold(rule, fired, windows[rule.name], kept))
+                    if reopened.carries:
+                        fired = _resume(rule, fired, reopened, read, since[rule.name], models)
+                        kept = {i: a for i, a in kept.items() if i not in reopened.carries}
+                        stale += list(reopened.carries)
+                found.append(carry.fold(rule, fired, windows[rule.name], kept,
+                                        (until or {}).get(rule.name)))
     return found, stale
 
 
@@ -401,6 +410,15 @@ def _reopen(rule: Rule, fired: pd.DataFrame, entities: pd.DataFrame, read: Reade
     again = decided_firings(rule, TopicFrame(past), read, start, models.get(rule.name, ()))
     return pd.concat([fired[~among(fired, entities)], again[among(again, entities)]],
                      ignore_index=True)
+
+
+def _resume(rule: Rule, fired: pd.DataFrame, reopened: carry.Reopened, read: Reader,
+            since: datetime, models: Models) -> pd.DataFrame:
+    """`fired` with the resumed entities' firings recomputed from their carries on."""
+    start = utc_from_us(min(int(a["carry"]["until"]) for a in reopened.carries.values()))
+    past = read(start - timedelta(seconds=recent_reach(rule)), reopened.resumed)
+    again = decided_firings(rule, TopicFrame(past), read, start, models.get(rule.name, ()))
+    return carry.resumed(rule, fired, again, reopened, since)
 
 
 def listed(entities: pd.DataFrame) -> dict[str, pa.Array]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -116,7 +117,8 @@ def _stored(rule: Rule, found: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Anomalies as Postgres gives them back (JSON round trip included)."""
     return {row["id"]: {"first": row["timestamp"], "last": row["window_end"],
                         "tags": json.loads(row["tags"]), "metrics": json.loads(row["metrics"]),
-                        "evidence": json.loads(row["evidence"])}
+                        "evidence": json.loads(row["evidence"]),
+                        "carry": json.loads(row["carry"]) if row["carry"] else None}
             for row in anomaly_rows(found, {rule.name: rule_details(rule)})}
 
 
@@ -143,8 +145,8 @@ def test_stored_anomalies_continued_equal_the_bucket_detected_whole() -> None:
         earlier = fired[fired["t"] < batch_start]
         stored = _stored(rule, anomalies(rule, earlier, *window))
         assert carry.foldable(stored.values(), rule_details(rule))
-        assert carry.reopened(rule, stored.values(), pd.Timestamp(
-            batch_start, unit="us", tz=UTC).to_pydatetime()).empty
+        assert len(carry.reopened(rule, stored, pd.Timestamp(
+            batch_start, unit="us", tz=UTC).to_pydatetime())) == 0
         continued = carry.fold(rule, fired[fired["t"] >= batch_start], window, stored)
         # Only anomalies the batch touched are rewritten; their rows are the whole bucket's.
         touched = set(fired.loc[fired["t"] >= batch_start, "host"])
@@ -163,14 +165,71 @@ def test_an_anomaly_that_may_change_is_reopened_and_an_edited_rule_recomputes() 
     stored = _stored(rule, anomalies(rule, fired, *window))
     details = rule_details(rule)
     assert carry.foldable(stored.values(), details)
-    assert carry.reopened(rule, stored.values(), at(31)).empty
-    # api's anomaly ends at the batch's first event: only api is recomputed.
-    reopened = carry.reopened(rule, stored.values(), at(30))
-    assert reopened.to_dict("records") == [{"service": "api"}]
-    kept, again = carry.split(rule, stored, reopened)
+    assert len(carry.reopened(rule, stored, at(31))) == 0
+    # api's anomaly ends at the batch's first event: only api is recomputed, from its
+    # bucket's start (a whole-hour detection stored it: nothing carried).
+    reopened = carry.reopened(rule, stored, at(30))
+    assert reopened.whole.to_dict("records") == [{"service": "api"}]
+    assert reopened.resumed.empty and not reopened.carries
+    kept, again = carry.split(rule, stored, reopened.whole)
     assert [a["tags"]["service"] for a in kept.values()] == ["web"]
     assert [stored[i]["tags"]["service"] for i in again] == ["api"]
     edited = {**details, "threshold": 25.0}
     assert not carry.foldable(stored.values(), edited)  # the rule was edited
     bare = [{**a, "evidence": {}} for a in stored.values()]
     assert not carry.foldable(bare, details)  # nothing to show as evidence
+
+
+def _runs(rule: Rule, frame: pd.DataFrame, batches: list[tuple[datetime, datetime]],
+          window: tuple[datetime, datetime]
+          ) -> tuple[dict[str, dict[str, Any]], list[tuple[datetime, datetime]]]:
+    """Ingest runs detecting `frame` batch by batch, each from its start on, seeing the lake
+    up to its end, continuing and resuming stored anomalies as detect_recent does. Returns
+    what is stored in the end and, for each run that resumed, (its batch start, where its
+    recompute of the resumed entities read from)."""
+    stored: dict[str, dict[str, Any]] = {}
+    resumes = []
+    for start, end in batches:
+        lake = frame[frame["timestamp"] < end].reset_index(drop=True)
+        read, _ = reader(lake)
+        fired = decided_firings(rule, recent(rule, lake, start), read, start)
+        reopened = carry.reopened(rule, stored, start)
+        assert reopened.whole.empty, "every open anomaly carries what a later run needs"
+        kept, _ = carry.split(rule, stored, reopened.whole)
+        if reopened.carries:
+            cut = datetime.fromtimestamp(min(a["carry"]["until"] for a in
+                                             reopened.carries.values()) / 1e6, UTC)
+            resumes.append((start, cut))
+            past = read(cut - timedelta(seconds=recent_reach(rule)), reopened.resumed)
+            again = decided_firings(rule, TopicFrame(past), read, cut)
+            fired = carry.resumed(rule, fired, again, reopened, start)
+            kept = {i: a for i, a in kept.items() if i not in reopened.carries}
+        found = carry.fold(rule, fired, window, kept, start)
+        stored = {**{i: a for i, a in stored.items() if i not in reopened.carries},
+                  **_stored(rule, found)}
+    return stored, resumes
+
+
+def _content(stored: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {i: {k: v for k, v in a.items() if k != "carry"} for i, a in stored.items()}
+
+
+def test_an_open_anomaly_resumes_from_its_carry_to_the_rows_of_the_whole_bucket() -> None:
+    """A sustained CPU run still open at each batch's start (batches overlap in event time):
+    each run recomputes the host from the previous batch's start on (its carry), not from
+    the bucket's start, and the rows end as one detection of the bucket leaves them."""
+    rule = RULES["cpu_sustained"]
+    rows = [{"timestamp": at(s), "host": host, "service": "api",
+             "cpu_percent": 95.0 if host == "h-hot" and 100 <= s < 800 else 20.0 + s % 7,
+             "latency_ms": 100.0}
+            for s in range(0, 900, 2) for host in ("h-hot", "h-cool")]
+    frame = lake_frame(rows)
+    window = (at(0), at(900))
+    cuts = [0, 300, 450, 600, 750, 900]
+    batches = [(at(max(a - 5, 0)), at(b)) for a, b in pairwise(cuts)]
+    stored, resumes = _runs(rule, frame, batches, window)
+    expected = _stored(rule, anomalies(rule, firings(rule, TopicFrame(frame)), *window))
+    assert _content(stored) == _content(expected) and len(expected) == 1
+    # From the third run on, the host is recomputed from the batch before's start.
+    assert [start for start, _ in resumes] == [b[0] for b in batches[1:]]
+    assert [cut for _, cut in resumes][1:] == [b[0] for b in batches[1:-1]]
