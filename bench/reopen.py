@@ -16,7 +16,6 @@ Run: .venv/bin/python bench/reopen.py [--rate 4000 --hosts 100 --open 5 --at 2 7
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -84,10 +83,7 @@ class Lake:
 
 def stored_rows(rule: Rule, found: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Rows as Postgres gives them back to the next run (carry.stored_anomalies)."""
-    return {row["id"]: {"first": row["timestamp"], "last": row["window_end"],
-                        "tags": json.loads(row["tags"]), "metrics": json.loads(row["metrics"]),
-                        "evidence": json.loads(row["evidence"]),
-                        "carry": json.loads(row["carry"]) if row["carry"] else None}
+    return {row["id"]: carry.as_stored(row)
             for row in anomaly_rows(found, {rule.name: rule_details(rule)})}
 
 

@@ -138,9 +138,10 @@ def _reopened(result: RecentResult) -> str:
         return "no entity with an anomaly still open"
     by_rule = ", ".join(f"{name} {n} ({result.resumed.get(name, 0)} resumed)"
                         for name, n in sorted(result.reopened.items()) if n)
+    why = "; ".join(f"{reason} {n}" for reason, n in sorted(result.why_whole.items()))
     return (f"{total} entities with anomalies still open recomputed, "
             f"{sum(result.resumed.values())} resumed from their carry, the rest from "
-            f"their bucket's start: {by_rule}")
+            f"their bucket's start{f' ({why})' if why else ''}: {by_rule}")
 
 
 def time_spent(seconds: dict[str, float]) -> str:

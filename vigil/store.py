@@ -72,8 +72,9 @@ def anomaly_rows(found: pd.DataFrame, rule_details: dict[str, dict[str, Any]]
 
 
 def _carry(carried: Any) -> str | None:
-    """The fold before the writing run's batch (carry.py); None from a whole-hour run."""
-    return json.dumps(carried, sort_keys=True) if isinstance(carried, dict) else None
+    """The checkpoints before the writing run's batch (carry.py); None from a whole-hour
+    run."""
+    return json.dumps(carried, sort_keys=True) if isinstance(carried, (dict, list)) else None
 
 
 def _upsert(cur: psycopg.Cursor[Any], rows: list[dict[str, Any]]) -> int:

@@ -165,7 +165,8 @@ def test_dagster_partition_run_and_the_reprocessing_schedule(
     assert len({r.run_key for r in requests}) == 3
 
 
-@pytest.mark.parametrize("kept", [False, True], ids=["lake-only", "pasts-kept"])
+@pytest.mark.parametrize("kept", [False, True],
+                         ids=["lake-only", "pasts-kept-pairs-detected-out-of-order"])
 def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
         stack: Settings, produced: tuple[list[OffsetRange], datetime, list[Any]],
         landed: tuple[Lake, datetime, list[Any]], fresh_database: str,
@@ -174,7 +175,8 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
     fifty times over a growing lake. The table ends as one detection of the hour leaves it,
     whether the pasts are read from the lake every run or kept between runs: the long ones
     of the entities near firing (past_cache.py), the window's of every entity in the batch
-    (recent_rows.py)."""
+    (recent_rows.py). The second variant also lands two batches at a time and detects the
+    later one first, as runs in flight taking the lock out of turn do."""
     ranges, hour, _labels = produced
     rules = load_rules()
     migrate(fresh_database)
@@ -188,16 +190,23 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
     cache = PastCache(tmp_path / "pasts", lake.url) if kept else None
     recent = RecentRows(tmp_path / "recent", lake.url) if kept else None
     runs = 50
-    recomputed = continued = considered = reopened = resumed = 0
-    for k in range(runs):
+
+    def land(k: int) -> dict[str, tuple[datetime, datetime]]:
         chunk = [OffsetRange(r.topic, r.partition,
                              r.start + (r.end - r.start) * k // runs,
                              r.start + (r.end - r.start) * (k + 1) // runs) for r in ranges]
         report = land_offset_ranges(lake, stack.kafka_bootstrap, chunk, datetime.now(UTC))
-        spans = {t: (x.first_event, x.last_event) for t, x in report.topics.items()
-                 if x.first_event is not None and x.last_event is not None}
+        return {t: (x.first_event, x.last_event) for t, x in report.topics.items()
+                if x.first_event is not None and x.last_event is not None}
+
+    recomputed = continued = considered = reopened = resumed = carried_later = 0
+    landed_spans: dict[int, dict[str, tuple[datetime, datetime]]] = {}
+    order = [k ^ 1 for k in range(runs)] if kept else list(range(runs))  # 1, 0, 3, 2, ...
+    for k in order:
+        for j in range(max(landed_spans, default=-1) + 1, max(k, k ^ 1 if kept else k) + 1):
+            landed_spans[j] = land(j)
         with psycopg.connect(fresh_database) as conn:
-            result = detect_recent(lake, rules, conn, spans, cache, recent)
+            result = detect_recent(lake, rules, conn, landed_spans[k], cache, recent)
         # Only the buckets the batch touched are recomputed, never the whole hour.
         widest = max(end - start for start, end in result.windows.values())
         assert widest < timedelta(minutes=40)
@@ -206,6 +215,7 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
         considered += len(result.continued)
         reopened += sum(result.reopened.values())
         resumed += sum(result.resumed.values())
+        carried_later += result.why_whole.get(carry.CARRIED_LATER, 0)
     incremental = _table(fresh_database)
     assert recomputed > len(incremental) > 0  # episodes were updated in place, run to run
     # Most runs continued the stored anomalies rather than recomputing their buckets.
@@ -214,6 +224,9 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
     # batch's first event, and only their entities were recomputed; most of them from the
     # carry an earlier run stored with the row, not from their bucket's start.
     assert reopened >= resumed > reopened / 2, (reopened, resumed)
+    # Detected out of turn, a run finds the carry of the batch after it, and resumes from
+    # the checkpoint before that one instead (carry.py): rarely none is early enough.
+    assert carried_later <= reopened / 10, (carried_later, reopened)
     assert [r[:10] for r in incremental] == [r[:10] for r in whole]
     if cache is not None and recent is not None:  # later runs read the pasts they kept
         assert cache.hits > cache.misses > 0, (cache.hits, cache.misses)
@@ -307,11 +320,11 @@ def test_a_rows_carry_is_kept_current_without_counting_as_a_change(fresh_databas
         return written, row[0], row[1]
 
     migrate(fresh_database)
-    written, first, updated = write(start + timedelta(seconds=7))
+    written, (first,), updated = write(start + timedelta(seconds=7))
     assert written == 1
     assert first["until"] == epoch_us(start + timedelta(seconds=7))
     assert (first["points"], first["peak"]) == (1, 20.0)  # the firing at :05 alone
-    written, later, updated_again = write(start + timedelta(seconds=20))
+    written, (later,), updated_again = write(start + timedelta(seconds=20))
     assert written == 0 and updated_again == updated
     assert (later["until"], later["points"], later["peak"]) == (
         epoch_us(start + timedelta(seconds=20)), 2, 30.0)

@@ -18,13 +18,22 @@ before it, whose run finds the carry too late to use and recomputes from the buc
 start). A reopened entity whose open anomalies all carry an `until` at or before the batch
 start is resumed: the carries stand in for the firings before `until`, and only the
 firings from there on are recomputed.
+
+Runs in flight take the detection lock in any order, so a run often finds the carry of a
+run whose batch starts after its own. Each row therefore keeps its last few carries
+(checkpoints, oldest first): a run resumes from the latest one at or before its batch
+start, and writes its own after those, dropping any later one (it may lack this batch's
+events). A later checkpoint whose firings all precede the batch start serves too, as the
+same fold up to that start: so does a row a later batch's run wrote first (no firings).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +51,7 @@ FROM anomaly_events a
 JOIN unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS w(rule, lo, hi)
   ON a.rule = w.rule AND a.window_start >= w.lo AND a.window_start < w.hi
 """
+_STORED = ("timestamp", "window_end", "tags", "metrics", "evidence", "carry")
 
 
 def stored_anomalies(conn: psycopg.Connection[Any],
@@ -52,10 +62,19 @@ def stored_anomalies(conn: psycopg.Connection[Any],
     found: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
     rows = conn.execute(_EARLIER, (names, [windows[n][0] for n in names],
                                    [windows[n][1] for n in names])).fetchall()
-    for rule, id_, first, last, tags, metrics, evidence, carried in rows:
-        found[rule][id_] = {"first": first, "last": last, "tags": tags, "metrics": metrics,
-                            "evidence": evidence, "carry": carried}
+    for rule, id_, *columns in rows:
+        found[rule][id_] = as_stored(dict(zip(_STORED, columns, strict=True)))
     return found
+
+
+def as_stored(row: dict[str, Any]) -> dict[str, Any]:
+    """An anomaly_events row (JSON columns decoded, as Postgres returns them, or as text, as
+    `anomaly_rows` writes them) as the detection continuing it reads it."""
+    def decoded(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+    return {"first": row["timestamp"], "last": row["window_end"], "tags": decoded(row["tags"]),
+            "metrics": decoded(row["metrics"]), "evidence": decoded(row["evidence"]),
+            "carry": decoded(row["carry"])}
 
 
 def foldable(stored: Iterable[dict[str, Any]], details: dict[str, Any]) -> bool:
@@ -69,13 +88,23 @@ def foldable(stored: Iterable[dict[str, Any]], details: dict[str, Any]) -> bool:
     return True
 
 
+KEPT = 4  # checkpoints per row: runs in flight at once, with room to spare
+
+# Why an entity is recomputed from its bucket's start instead of resumed.
+NO_CARRY = "no carry"  # written by a whole-hour run (or by a run before carries)
+CARRIED_LATER = "carries after the batch start"  # an earlier batch detected after later ones
+GROUPED = "grouped with those"  # a rule keyed by several columns: one path for all
+
+
 @dataclass(frozen=True)
 class Reopened:
     """The entities of anomalies that events from a batch's start on may still change (they
     end at or after it: runs in flight overlap in event time)."""
     whole: pd.DataFrame  # entities (group columns) recomputed from their bucket's start
     resumed: pd.DataFrame  # entities recomputed from their open anomalies' carries
-    carries: dict[str, dict[str, Any]]  # the resumed open anomalies, by id
+    # The resumed open anomalies by id, each with the one checkpoint it resumes from.
+    carries: dict[str, dict[str, Any]]
+    why_whole: dict[str, int] = field(default_factory=dict)  # reason -> `whole` entities
 
     def __len__(self) -> int:
         return len(self.whole) + len(self.resumed)
@@ -87,33 +116,61 @@ def reopened(rule: Rule, stored: dict[str, dict[str, Any]], batch_start: datetim
     other entity is continued."""
     columns = list(rule.group_by)
     start_us = epoch_us(batch_start)
+    bucket_us = max(int(rule.realert * 1_000_000), 1)
     open_ = {i: a for i, a in stored.items() if a["last"] >= batch_start}
     by_entity: dict[tuple[Any, ...], list[str]] = {}
     for id_, anomaly in open_.items():
         by_entity.setdefault(_key(rule, anomaly), []).append(id_)
     whole: list[tuple[Any, ...]] = []
     resumed: list[tuple[Any, ...]] = []
+    chosen: dict[str, dict[str, Any]] = {}
+    why: Counter[str] = Counter()
     for key, ids in by_entity.items():
-        usable = all(_usable(open_[i].get("carry"), start_us) for i in ids)
-        (resumed if usable else whole).append(key)
-    if len(columns) > 1 and whole:
+        found = {i: usable(open_[i].get("carry"), start_us,
+                           epoch_us(open_[i]["first"]) // bucket_us * bucket_us)
+                 for i in ids}
+        if all(c is not None for c in found.values()):
+            resumed.append(key)
+            chosen.update({i: {**open_[i], "carry": c} for i, c in found.items()})
+        else:
+            whole.append(key)
+            why[NO_CARRY if any(not checkpoints(open_[i].get("carry")) for i in ids)
+                else CARRIED_LATER] += 1
+    if len(columns) > 1 and whole and resumed:
         # Recomputing `whole` from the bucket's start rereads a superset of its entities
         # (each column's values listed): keep every entity on that one path.
-        whole, resumed = whole + resumed, []
-    keep = set(resumed)
+        why[GROUPED] += len(resumed)
+        whole, resumed, chosen = whole + resumed, [], {}
     return Reopened(pd.DataFrame.from_records(whole, columns=columns),
-                    pd.DataFrame.from_records(resumed, columns=columns),
-                    {i: open_[i] for key, ids in by_entity.items() if key in keep for i in ids})
+                    pd.DataFrame.from_records(resumed, columns=columns), chosen, dict(why))
 
 
 def _key(rule: Rule, anomaly: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(anomaly["tags"].get(c) for c in rule.group_by)
 
 
-def _usable(carried: dict[str, Any] | None, batch_start_us: int) -> bool:
-    """A carry folds firings before its `until`; usable once this batch starts no earlier."""
-    return (isinstance(carried, dict) and int(carried.get("until", batch_start_us + 1))
-            <= batch_start_us and ("first" not in carried or _has_evidence(carried)))
+def checkpoints(carried: Any) -> list[dict[str, Any]]:
+    """A row's stored carries, oldest first (a single one as rows kept it before)."""
+    if isinstance(carried, dict):
+        return [carried]
+    return [c for c in carried if isinstance(c, dict)] if isinstance(carried, list) else []
+
+
+def usable(carried: Any, batch_start_us: int, bucket_start_us: int
+           ) -> dict[str, Any] | None:
+    """The latest checkpoint a batch starting at `batch_start_us` resumes from, in a bucket
+    starting at `bucket_start_us`. Each folds the firings before its `until`, so it serves once
+    the batch starts no earlier; or, when all it folds ended before the batch (none, often:
+    the row was first written by a later batch's run), as the same fold up to the batch
+    start, since firings before it depend only on events before it."""
+    for checkpoint in reversed(checkpoints(carried)):
+        if "first" in checkpoint and not _has_evidence(checkpoint):
+            continue
+        if int(checkpoint.get("until", batch_start_us + 1)) <= batch_start_us:
+            return checkpoint
+        if int(checkpoint.get("last", -1)) < batch_start_us:
+            return {**checkpoint, "until": max(batch_start_us, bucket_start_us)}
+    return None
 
 
 def _has_evidence(carried: dict[str, Any]) -> bool:
@@ -151,6 +208,15 @@ def stand_ins(rule: Rule, stored: Iterable[dict[str, Any]]) -> pd.DataFrame:
                         "value": float("-inf"), "weight": 0,
                         **dict.fromkeys(context)})
     return pd.DataFrame.from_records(records)
+
+
+def resume_from(reopened: Reopened, batch_start: datetime) -> datetime:
+    """Where the resumed entities' firings are recomputed from: their earliest carry's
+    `until`, or the batch start if earlier (a carry serving from a bucket's start, a later
+    bucket's than the batch start's; the entity's firings in the earlier one are cut at
+    the batch start)."""
+    return min(batch_start, utc_from_us(min(int(a["carry"]["until"])
+                                            for a in reopened.carries.values())))
 
 
 def resumed(rule: Rule, fired: pd.DataFrame, again: pd.DataFrame, reopened: Reopened,
@@ -198,12 +264,13 @@ def _nulls_named(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def fold(rule: Rule, fired: pd.DataFrame, window: tuple[datetime, datetime],
-         stored: dict[str, dict[str, Any]] | None, until: datetime | None = None
-         ) -> pd.DataFrame:
+         stored: dict[str, dict[str, Any]] | None, until: datetime | None = None,
+         history: dict[str, Any] | None = None) -> pd.DataFrame:
     """The rule's anomalies in `window` from `fired` — firings from the batch's first event
     on — each continuing the stored anomaly of its id, if any (None: nothing stored counts,
     the window was recomputed whole). Given `until` (the batch start), each carries its
-    fold before it (see the module docstring)."""
+    fold before it after the checkpoints before it of `history` (id -> stored carry; see
+    the module docstring)."""
     fired = fired.assign(weight=fired["weight"].fillna(1).astype(np.int64)
                          if "weight" in fired.columns else 1)
     if stored:
@@ -214,27 +281,31 @@ def fold(rule: Rule, fired: pd.DataFrame, window: tuple[datetime, datetime],
     found = anomalies(rule, fired, *window)
     if until is None or found.empty:
         return found
-    return found.assign(carry=pd.Series(carries(rule, fired, window, until, found),
+    return found.assign(carry=pd.Series(carries(rule, fired, window, until, found, history),
                                         index=found.index, dtype=object))
 
 
 def carries(rule: Rule, fired: pd.DataFrame, window: tuple[datetime, datetime],
-            until: datetime, found: pd.DataFrame) -> list[dict[str, Any] | None]:
-    """Each anomaly found's fold of its firings before `until` (not before its bucket)."""
+            until: datetime, found: pd.DataFrame, history: dict[str, Any] | None = None
+            ) -> list[list[dict[str, Any]] | None]:
+    """Each anomaly found's checkpoints: those of `history` (id -> stored carry) before
+    this one, then its fold of its firings before `until` (not before its bucket)."""
     until_us = epoch_us(until)
     before = anomalies(rule, fired[fired["t"] < until_us], *window)
     prior = {row["id"]: row for row in before.to_dict("records")}
-    kept: list[dict[str, Any] | None] = []
+    kept: list[list[dict[str, Any]] | None] = []
     for id_, start in zip(found["id"], found["window_start"], strict=True):
         cut = max(until_us, epoch_us(start))
+        older = [c for c in checkpoints((history or {}).get(id_))
+                 if int(c.get("until", cut)) < cut][-(KEPT - 1):]
         p = prior.get(id_)
         if p is None:
-            kept.append({"until": cut})  # no firing before it
-        elif not math.isfinite(p["peak"]) or not p["evidence"]:
-            kept.append(None)  # nothing a later run could stand in for: recompute
-        else:
-            kept.append({"until": cut, "first": epoch_us(p["first_seen"]),
-                         "last": epoch_us(p["last_seen"]), "peak": p["peak"],
-                         "points": p["points"], "context": p["context"] or {},
-                         "evidence": p["evidence"]})
+            older.append({"until": cut})  # no firing before it
+        elif math.isfinite(p["peak"]) and p["evidence"]:
+            older.append({"until": cut, "first": epoch_us(p["first_seen"]),
+                          "last": epoch_us(p["last_seen"]), "peak": p["peak"],
+                          "points": p["points"], "context": p["context"] or {},
+                          "evidence": p["evidence"]})
+        # else nothing a later run could stand in for from here: the older ones serve
+        kept.append(older or None)
     return kept

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -267,6 +268,7 @@ class RecentResult:
     # lock (other runs detecting), detecting and writing under it.
     seconds: dict[str, float] = field(default_factory=dict)
     resumed: dict[str, int] = field(default_factory=dict)  # of those, resumed from carries
+    why_whole: dict[str, int] = field(default_factory=dict)  # the others: reason -> entities
 
     @property
     def hours(self) -> list[datetime]:
@@ -339,7 +341,9 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     return RecentResult(windows, len(rows), written, removed, _by_rule(anomalies),
                         tuple(notes), continued,
                         {name: len(c.reopened) for name, c in carried.items()}, seconds,
-                        {name: len(c.reopened.resumed) for name, c in carried.items()})
+                        {name: len(c.reopened.resumed) for name, c in carried.items()},
+                        dict(sum((Counter(c.reopened.why_whole) for c in carried.values()),
+                                 Counter())))
 
 
 @dataclass(frozen=True)
@@ -398,8 +402,12 @@ def _continued(lake: Lake, rules: list[Rule], since: dict[str, datetime],
                         fired = _resume(rule, fired, reopened, read, since[rule.name], models)
                         kept = {i: a for i, a in kept.items() if i not in reopened.carries}
                         stale += list(reopened.carries)
+                # A continued rule's rows keep their earlier checkpoints (an edited rule's
+                # are dropped with its recomputed buckets).
+                earlier = ({i: a.get("carry") for i, a in carried[rule.name].stored.items()}
+                           if rule.name in carried else None)
                 found.append(carry.fold(rule, fired, windows[rule.name], kept,
-                                        (until or {}).get(rule.name)))
+                                        (until or {}).get(rule.name), earlier))
     return found, stale
 
 
@@ -415,7 +423,7 @@ def _reopen(rule: Rule, fired: pd.DataFrame, entities: pd.DataFrame, read: Reade
 def _resume(rule: Rule, fired: pd.DataFrame, reopened: carry.Reopened, read: Reader,
             since: datetime, models: Models) -> pd.DataFrame:
     """`fired` with the resumed entities' firings recomputed from their carries on."""
-    start = utc_from_us(min(int(a["carry"]["until"]) for a in reopened.carries.values()))
+    start = carry.resume_from(reopened, since)
     past = read(start - timedelta(seconds=recent_reach(rule)), reopened.resumed)
     again = decided_firings(rule, TopicFrame(past), read, start, models.get(rule.name, ()))
     return carry.resumed(rule, fired, again, reopened, since)

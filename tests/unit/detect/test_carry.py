@@ -4,12 +4,14 @@ anomalies continued by stand-in firings, long look-backs read only for undecided
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from vigil.detect import carry
 from vigil.detect.engine import (
@@ -115,10 +117,7 @@ def test_a_sustained_run_reads_back_to_its_start_only_for_hosts_still_in_it() ->
 
 def _stored(rule: Rule, found: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Anomalies as Postgres gives them back (JSON round trip included)."""
-    return {row["id"]: {"first": row["timestamp"], "last": row["window_end"],
-                        "tags": json.loads(row["tags"]), "metrics": json.loads(row["metrics"]),
-                        "evidence": json.loads(row["evidence"]),
-                        "carry": json.loads(row["carry"]) if row["carry"] else None}
+    return {row["id"]: carry.as_stored(row)
             for row in anomaly_rows(found, {rule.name: rule_details(rule)})}
 
 
@@ -181,30 +180,35 @@ def test_an_anomaly_that_may_change_is_reopened_and_an_edited_rule_recomputes() 
 
 
 def _runs(rule: Rule, frame: pd.DataFrame, batches: list[tuple[datetime, datetime]],
-          window: tuple[datetime, datetime]
+          window: tuple[datetime, datetime], order: list[int] | None = None
           ) -> tuple[dict[str, dict[str, Any]], list[tuple[datetime, datetime]]]:
-    """Ingest runs detecting `frame` batch by batch, each from its start on, seeing the lake
-    up to its end, continuing and resuming stored anomalies as detect_recent does. Returns
-    what is stored in the end and, for each run that resumed, (its batch start, where its
-    recompute of the resumed entities read from)."""
+    """Ingest runs detecting `frame` batch by batch (in `order`: runs in flight take the
+    lock in any order), each from its start on, seeing the lake every batch up to the
+    latest detected has landed in, continuing and resuming stored anomalies as
+    detect_recent does. Returns what is stored in the end and, for each run that resumed,
+    (its batch start, where its recompute of the resumed entities read from)."""
     stored: dict[str, dict[str, Any]] = {}
     resumes = []
-    for start, end in batches:
-        lake = frame[frame["timestamp"] < end].reset_index(drop=True)
+    landed = 0
+    for k in order if order is not None else range(len(batches)):
+        start = batches[k][0]
+        landed = max(landed, k)
+        lake = frame[frame["timestamp"] < batches[landed][1]].reset_index(drop=True)
         read, _ = reader(lake)
         fired = decided_firings(rule, recent(rule, lake, start), read, start)
         reopened = carry.reopened(rule, stored, start)
-        assert reopened.whole.empty, "every open anomaly carries what a later run needs"
+        assert reopened.whole.empty, ("every open anomaly carries what a later run needs",
+                                      reopened.why_whole)
         kept, _ = carry.split(rule, stored, reopened.whole)
         if reopened.carries:
-            cut = datetime.fromtimestamp(min(a["carry"]["until"] for a in
-                                             reopened.carries.values()) / 1e6, UTC)
+            cut = carry.resume_from(reopened, start)
             resumes.append((start, cut))
             past = read(cut - timedelta(seconds=recent_reach(rule)), reopened.resumed)
             again = decided_firings(rule, TopicFrame(past), read, cut)
             fired = carry.resumed(rule, fired, again, reopened, start)
             kept = {i: a for i, a in kept.items() if i not in reopened.carries}
-        found = carry.fold(rule, fired, window, kept, start)
+        found = carry.fold(rule, fired, window, kept, start,
+                           {i: a["carry"] for i, a in stored.items()})
         stored = {**{i: a for i, a in stored.items() if i not in reopened.carries},
                   **_stored(rule, found)}
     return stored, resumes
@@ -233,3 +237,61 @@ def test_an_open_anomaly_resumes_from_its_carry_to_the_rows_of_the_whole_bucket(
     # From the third run on, the host is recomputed from the batch before's start.
     assert [start for start, _ in resumes] == [b[0] for b in batches[1:]]
     assert [cut for _, cut in resumes][1:] == [b[0] for b in batches[1:-1]]
+
+
+def test_a_batch_detected_after_a_later_one_resumes_from_a_checkpoint_before_it() -> None:
+    """Runs in flight take the lock in any order. Batch 2's run, detected first, opens the
+    anomaly; batch 1's finds its row, which folds no firing, and resumes from its own start.
+    Batch 4's finds batch 5's checkpoint, which folds firings past its start, and resumes
+    from batch 3's, kept with the row. The rows end as one detection of the bucket."""
+    rule = RULES["cpu_sustained"]
+    rows = [{"timestamp": at(s), "host": host, "service": "api",
+             "cpu_percent": 95.0 if host == "h-hot" and 60 <= s < 860 else 20.0 + s % 7,
+             "latency_ms": 100.0}
+            for s in range(0, 900, 2) for host in ("h-hot", "h-cool")]
+    frame = lake_frame(rows)
+    window = (at(0), at(900))
+    cuts = [0, 150, 300, 450, 600, 750, 900]
+    batches = [(at(max(a - 5, 0)), at(b)) for a, b in pairwise(cuts)]
+    stored, resumes = _runs(rule, frame, batches, window, order=[0, 2, 1, 3, 5, 4])
+    expected = _stored(rule, anomalies(rule, firings(rule, TopicFrame(frame)), *window))
+    assert _content(stored) == _content(expected) and len(expected) == 1
+    starts = [b[0] for b in batches]
+    # 3 resumed from 1's checkpoint; 5 continued the anomaly (it ended before 5's start).
+    assert resumes == [(starts[1], starts[1]), (starts[3], starts[1]),
+                       (starts[4], starts[3])]
+    # What is kept: the last checkpoints, each before the next, the latest batch 4's
+    # (it dropped 5's, which lacked its events).
+    (row,) = stored.values()
+    untils = [c["until"] for c in carry.checkpoints(row["carry"])]
+    assert untils == [epoch_us(starts[k]) for k in (1, 3, 4)]
+
+
+@pytest.mark.parametrize("name", ["latency_high", "cpu_sustained", "cpu_and_latency"])
+def test_batches_detected_in_any_order_leave_the_rows_of_the_whole_bucket(name: str) -> None:
+    """Hosts hot at random, batches of random length overlapping by random amounts, pairs
+    detected out of turn at random: every run resumes what is open (never from a bucket's
+    start) and the rows end as one detection of the bucket leaves them. (Seeds 2 and 22
+    once lost a firing: a row resumed from a later bucket's start dropped the batch's
+    firings in the bucket before.)"""
+    rule = RULES[name]
+    for seed in range(25):
+        rng = random.Random(seed)
+        rows = []
+        for s in range(0, 900, 3):
+            for host in ("h1", "h2"):
+                hot = 100 < s < 800 and rng.random() < 0.35
+                rows.append({"timestamp": at(s + rng.random()), "host": host,
+                             "service": "api", "cpu_percent": 95.0 if hot else 30.0,
+                             "latency_ms": 1500.0 + rng.random() * 1000 if hot else 100.0})
+        frame = lake_frame(rows)
+        window = (at(0), at(900))
+        cuts = [0, *sorted(rng.sample(range(30, 880), 7)), 900]
+        batches = [(at(max(a - rng.randint(0, 20), 0)), at(b)) for a, b in pairwise(cuts)]
+        order = list(range(len(batches)))
+        for i in range(0, len(order) - 1, 2):
+            if rng.random() < 0.6:
+                order[i], order[i + 1] = order[i + 1], order[i]
+        stored, _ = _runs(rule, frame, batches, window, order)
+        expected = _stored(rule, anomalies(rule, firings(rule, TopicFrame(frame)), *window))
+        assert _content(stored) == _content(expected), (seed, order)
