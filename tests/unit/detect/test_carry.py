@@ -218,16 +218,20 @@ def _content(stored: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {i: {k: v for k, v in a.items() if k != "carry"} for i, a in stored.items()}
 
 
+def _hot_host(hot_from: int, hot_until: int) -> pd.DataFrame:
+    """15 minutes of two hosts' metrics every 2 s, h-hot over 80 % CPU in [from, until) s."""
+    return lake_frame([{"timestamp": at(s), "host": host, "service": "api",
+                        "cpu_percent": (95.0 if host == "h-hot" and hot_from <= s < hot_until
+                                        else 20.0 + s % 7), "latency_ms": 100.0}
+                       for s in range(0, 900, 2) for host in ("h-hot", "h-cool")])
+
+
 def test_an_open_anomaly_resumes_from_its_carry_to_the_rows_of_the_whole_bucket() -> None:
     """A sustained CPU run still open at each batch's start (batches overlap in event time):
     each run recomputes the host from the previous batch's start on (its carry), not from
     the bucket's start, and the rows end as one detection of the bucket leaves them."""
     rule = RULES["cpu_sustained"]
-    rows = [{"timestamp": at(s), "host": host, "service": "api",
-             "cpu_percent": 95.0 if host == "h-hot" and 100 <= s < 800 else 20.0 + s % 7,
-             "latency_ms": 100.0}
-            for s in range(0, 900, 2) for host in ("h-hot", "h-cool")]
-    frame = lake_frame(rows)
+    frame = _hot_host(100, 800)
     window = (at(0), at(900))
     cuts = [0, 300, 450, 600, 750, 900]
     batches = [(at(max(a - 5, 0)), at(b)) for a, b in pairwise(cuts)]
@@ -245,11 +249,7 @@ def test_a_batch_detected_after_a_later_one_resumes_from_a_checkpoint_before_it(
     Batch 4's finds batch 5's checkpoint, which folds firings past its start, and resumes
     from batch 3's, kept with the row. The rows end as one detection of the bucket."""
     rule = RULES["cpu_sustained"]
-    rows = [{"timestamp": at(s), "host": host, "service": "api",
-             "cpu_percent": 95.0 if host == "h-hot" and 60 <= s < 860 else 20.0 + s % 7,
-             "latency_ms": 100.0}
-            for s in range(0, 900, 2) for host in ("h-hot", "h-cool")]
-    frame = lake_frame(rows)
+    frame = _hot_host(60, 860)
     window = (at(0), at(900))
     cuts = [0, 150, 300, 450, 600, 750, 900]
     batches = [(at(max(a - 5, 0)), at(b)) for a, b in pairwise(cuts)]
