@@ -111,7 +111,7 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
                      f"recomputed their buckets; windows' pasts "
                      f"{recent.hits} from kept rows, {recent.misses} read from the lake; "
                      f"long look-backs {pasts.hits} from kept rows, {pasts.misses} read from "
-                     f"the lake; "
+                     f"the lake{_presence(pasts)}; "
                      f"alerts sent {delivery.delivered_rows}, pending {delivery.pending_rows}; "
                      f"{time_spent({**result.seconds, 'alerts': delivered})}")
     for note in result.notes:
@@ -128,6 +128,19 @@ def detect_landed(context: dg.OpExecutionContext, settings: Settings, lake: Lake
     return {"anomalies": result.anomalies, "anomalies_written": result.written,
             "anomalies_removed": result.removed, "alerts_sent": delivery.delivered_rows,
             "alerts": delivery.disabled or "enabled"}
+
+
+def _presence(pasts: PastCache) -> str:
+    """How the look-backs new to the kept rows were read: the files presence ruled out."""
+    if pasts.presence is None:
+        return ""
+    broken = (f"; presence filters unusable, rebuilding ({pasts.presence.failure})"
+              if pasts.presence.failure else "")
+    if not pasts.added + pasts.misses:
+        return broken
+    checked = pasts.presence.opened + pasts.presence.skipped
+    return (f" ({pasts.added} adding entities new to the kept rows; of {checked:,} files, "
+            f"{pasts.presence.skipped:,} ruled out by presence filters){broken}")
 
 
 def _reopened(result: RecentResult) -> str:

@@ -259,6 +259,7 @@ class RawFiles:
     def __init__(self, lake: Lake, topic: str, start: datetime, end: datetime) -> None:
         self.topic, self.start, self._fs = topic, start, lake.fs
         self._files = [(path, file_span(path)) for path in lake.files("raw", topic, start, end)]
+        self._paths = {path.rsplit("/", 1)[-1]: path for path, _ in self._files}
         self._fragments: dict[bool, dict[str, pads.Fragment]] = {False: {}, True: {}}
         self._formats = {flag: _raw_format(topic, flag) for flag in (False, True)}
 
@@ -283,9 +284,19 @@ class RawFiles:
 
     def names(self, start: datetime, end: datetime) -> set[str]:
         """The base names of the files that may hold events in [start, end)."""
+        return set(self.spans(start, end))
+
+    def spans(self, start: datetime, end: datetime) -> dict[str, tuple[int, int] | None]:
+        """`names`, each with its event-time span (µs) from its name, None if it has none."""
         low, high = epoch_us(start), epoch_us(end)
-        return {path.rsplit("/", 1)[-1] for path, span in self._files
+        return {path.rsplit("/", 1)[-1]: span for path, span in self._files
                 if _may_hold(span, low, high)}
+
+    def column(self, name: str, column: str) -> pa.Array:
+        """One column of one file (by base name), as a plain array."""
+        path = self._paths[name]
+        return pq.read_table(path, columns=[column], filesystem=self._fs).column(
+            column).combine_chunks()
 
 
 def file_span(path: str) -> tuple[int, int] | None:

@@ -230,6 +230,12 @@ def test_fifty_small_ingest_runs_leave_the_rows_of_one_hourly_run(
     assert [r[:10] for r in incremental] == [r[:10] for r in whole]
     if cache is not None and recent is not None:  # later runs read the pasts they kept
         assert cache.hits > cache.misses > 0, (cache.hits, cache.misses)
+        # Entities new to the kept rows joined them, read from the files that may hold
+        # them: presence filters (built before the lock) ruled the others out.
+        assert cache.presence is not None
+        assert cache.added > 0 and cache.presence.indexed > 0, (cache.added, cache.presence)
+        assert cache.presence.skipped > cache.presence.opened, (
+            cache.presence.skipped, cache.presence.opened)
         assert recent.hits > recent.misses > 0, (recent.hits, recent.misses)
 
 

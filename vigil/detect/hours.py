@@ -35,7 +35,7 @@ from vigil.detect.past_cache import PastCache
 from vigil.detect.reads import NARROW_LIMIT, TopicReads, distinct, read_columns, share_key
 from vigil.detect.recent_rows import RecentRows
 from vigil.detect.rules import Rule
-from vigil.lake import Lake, file_span, floor_hour, hours_between, may_hold, utc_from_us
+from vigil.lake import Lake, RawFiles, file_span, floor_hour, hours_between, may_hold, utc_from_us
 from vigil.store import (
     anomaly_rows,
     last_hour_detection,
@@ -311,6 +311,8 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
     models, notes = forest_models(
         lake, rules, conn, {name: list(hours_between(*span)) for name, span in windows.items()},
         retrain=False)
+    if cache is not None:  # before the lock: the reads under it then skip files
+        _index_presence(lake, active, windows, cache)
     asked = time.monotonic()
     with detection_lock(conn):
         locked = time.monotonic()
@@ -344,6 +346,22 @@ def detect_recent(lake: Lake, rules: list[Rule], conn: psycopg.Connection[Any],
                         {name: len(c.reopened.resumed) for name, c in carried.items()},
                         dict(sum((Counter(c.reopened.why_whole) for c in carried.values()),
                                  Counter())))
+
+
+def _index_presence(lake: Lake, rules: list[Rule],
+                    windows: dict[str, tuple[datetime, datetime]], cache: PastCache) -> None:
+    """Presence filters for the files the rules' long look-backs may read (by their one
+    entity column), those landed since the last run."""
+    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for rule in rules:
+        if recent_reach(rule) >= rule.lookback or len(rule.group_by) != 1:
+            continue
+        key, (start, end) = (rule.topic, rule.group_by[0]), windows[rule.name]
+        start -= timedelta(seconds=rule.lookback)
+        low, high = spans.get(key, (start, end))
+        spans[key] = (min(low, start), max(high, end))
+    for (topic, column), (start, end) in spans.items():
+        cache.index(topic, column, RawFiles(lake, topic, start, end), start, end)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,15 @@ next run reads from the lake only what landed after them.
 
 The lake stays the source of truth: kept rows are used only while every lake file that
 may hold their span was among the files they were read from (a file's name is a pure
-function of its rows, and names carry their event-time span). A late file landing in the
-span, an entity not kept, or a span reaching before the kept one means a full read from
-the lake, which then replaces what is kept. Kept rows end a margin before the batch being
-detected: the batch's own files and those of the run in flight beside it land around it.
-Detection holds its lock while it reads, so one process uses a cache file at a time; a
-write goes to a temporary and is renamed into place, so a crash leaves the old file or none.
+function of its rows, and names carry their event-time span). What the kept rows lack is
+read from the lake and added: a file landed late inside their span (read for the kept
+entities), an entity new to them (its whole look-back, from only the files its presence
+filters do not rule out: presence.py), and what landed after them. A kept file gone from
+the lake, or a span reaching before the kept one, means a full read, which then replaces
+what is kept. Kept rows end a margin before the batch being detected: the batch's own
+files and those of the run in flight beside it land around it. Detection holds its lock
+while it reads, so one process uses a cache file at a time; a write goes to a temporary
+and is renamed into place, so a crash leaves the old file or none.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from vigil.lake import epoch_us, may_hold, utc_from_us
+from vigil.detect.presence import Presence
+from vigil.lake import RawFiles, epoch_us, may_hold, utc_from_us
 
 # Past this many entities the read is not "a few" (a whole batch's entities): not kept.
 KEEP_LIMIT = 2_000
@@ -41,7 +45,11 @@ MARGIN = timedelta(seconds=60)
 # hour's baseline, plus its window and bucket).
 HORIZON = timedelta(hours=2)
 
-Scan = Callable[[datetime, datetime, pa.Array], pa.Table]
+# Past this many entities a presence check rules out few files: every file is read.
+PRUNE_LIMIT = 256
+
+# (start, end, entities, only these files or None for all) -> their rows, time ordered
+Scan = Callable[[datetime, datetime, pa.Array, set[str] | None], pa.Table]
 
 
 @dataclass(frozen=True)
@@ -55,13 +63,29 @@ class Kept:
 
 
 class PastCache:
-    """Kept pasts under `directory`, one file per lake, topic, entity column and columns."""
+    """Kept pasts under `directory`, one file per lake, topic, entity column and columns;
+    with `presence`, the lake reads for entities new to them open only the files that may
+    hold them (presence.py)."""
 
-    def __init__(self, directory: Path, lake_url: str) -> None:
+    def __init__(self, directory: Path, lake_url: str, presence: bool = True) -> None:
         self.directory = directory
         self._lake = lake_url
-        self.hits = 0
-        self.misses = 0
+        self.presence = Presence(directory / "presence.sqlite3", lake_url) if presence else None
+        self.hits = 0  # reads served by kept rows (with what landed after or late in them)
+        self.added = 0  # of those, reads of entities new to the kept rows
+        self.misses = 0  # reads of the whole span from the lake
+
+    def index(self, topic: str, column: str, files: RawFiles, start: datetime,
+              end: datetime) -> int:
+        """Give the files over [start, end) a presence filter of `column` where they have
+        none yet: run before the detection lock, so the reads under it can skip files.
+        Returns how many were given one."""
+        if self.presence is None:
+            return 0
+        spans = files.spans(start, end)
+        return self.presence.refresh(topic, column, {n: s[1] for n, s in spans.items() if s},
+                              lambda name: files.column(name, column),
+                              epoch_us(start - HORIZON))
 
     def read(self, topic: str, column: str, columns: list[str], entities: pa.Array,
              start: datetime, end: datetime, head: datetime,
@@ -74,44 +98,68 @@ class PastCache:
         path = self._path(topic, column, columns)
         kept = _load(path)
         low, high = epoch_us(start), epoch_us(end)
-        if kept is not None and self._serves(kept, wanted, low, high, files):
+        extended = None
+        if (kept is not None and kept.start <= low <= kept.end
+                and len(kept.entities | wanted) <= KEEP_LIMIT):
+            extended = self._extend(kept, topic, wanted, start, end, files, scan)
+        if extended is not None:
             self.hits += 1
-            if kept.end >= high:  # all of it kept already
-                return _among(_between(kept.rows, low, high), column, wanted)
-            # What landed after the kept rows, for every kept entity: they stay complete.
-            known, since, scanned_from, read_from = (kept.entities, kept.start, kept.end,
-                                                     kept.files)
-            rows = pa.concat_tables([kept.rows, scan(utc_from_us(kept.end), end,
-                                                     pa.array(sorted(known)))])
+            rows, known, since, named = extended
         else:
             self.misses += 1
-            known = wanted
-            if kept is not None and len(kept.entities | wanted) <= KEEP_LIMIT:
-                known = kept.entities | wanted  # one scan reads any number alike
-            rows = scan(start, end, pa.array(sorted(known)))
-            since, scanned_from, read_from = low, low, frozenset()
+            known, since, named = wanted, low, files(start, end)
+            rows = scan(start, end, _values(known), self._possible(topic, column, named, known))
         until = min(epoch_us(head - MARGIN), high)
         since = max(since, until - int(HORIZON / timedelta(microseconds=1)))
         if len(known) <= KEEP_LIMIT and until > since:
             first, last = utc_from_us(since), utc_from_us(until)
-            # The files the kept part was read from, and those the scan read for the rest.
-            named = read_from | files(utc_from_us(max(scanned_from, since)), last)
             _store(path, Kept(_between(rows, since, until), column, known, since, until,
                               frozenset(n for n in named if may_hold(n, first, last))))
         return _among(_between(rows, low, high), column, wanted)
 
-    @staticmethod
-    def _serves(kept: Kept, wanted: frozenset[str], low: int, high: int,
-                files: Callable[[datetime, datetime], set[str]]) -> bool:
-        """Whether the kept rows hold every wanted entity's rows from `low` to their end:
-        they cover the start, and no lake file that may hold that span is new to them."""
-        if not (kept.entities >= wanted and kept.start <= low <= kept.end):
-            return False
-        return files(utc_from_us(low), utc_from_us(min(kept.end, high))) <= kept.files
+    def _extend(self, kept: Kept, topic: str, wanted: frozenset[str], start: datetime,
+                end: datetime, files: Callable[[datetime, datetime], set[str]], scan: Scan
+                ) -> tuple[pa.Table, frozenset[str], int, set[str]] | None:
+        """The kept rows brought up to the lake as it is: (rows, their entities, the start
+        of the span they hold every row of, the files read for it), None if a kept file has
+        left the lake. Read from the lake: the files landed late inside the kept span (for
+        the kept entities), the entities new to it (only the files that may hold them), and
+        what landed after it (for all)."""
+        kept_end = utc_from_us(kept.end)
+        listed = files(start, kept_end)
+        if {n for n in kept.files if may_hold(n, start, kept_end)} - listed:
+            return None  # the lake changed under the kept rows
+        late, new = listed - kept.files, wanted - kept.entities
+        parts, since = [kept.rows], kept.start
+        if late or new:  # read from `start` on, not from the kept start
+            parts, since = [_between(kept.rows, epoch_us(start), kept.end)], epoch_us(start)
+        if late:
+            parts.append(scan(start, kept_end, _values(kept.entities), late))
+        if new:
+            self.added += 1
+            parts.append(scan(start, kept_end, _values(new),
+                              self._possible(topic, kept.column, listed, new)))
+        known = kept.entities | new
+        named = set(kept.files | listed) if since == kept.start else set(listed)
+        if kept.end < epoch_us(end):
+            parts.append(scan(kept_end, end, _values(known), None))
+            named |= files(kept_end, end)
+        return pa.concat_tables(parts), known, since, named
+
+    def _possible(self, topic: str, column: str, names: set[str], values: frozenset[str]
+                  ) -> set[str] | None:
+        """The files among `names` that may hold any of `values`, None for all of them."""
+        if self.presence is None or len(values) > PRUNE_LIMIT:
+            return None
+        return self.presence.may_hold(topic, column, names, _values(values))
 
     def _path(self, topic: str, column: str, columns: list[str]) -> Path:
         key = hashlib.sha256(json.dumps([self._lake, topic, column, columns]).encode())
         return self.directory / f"{topic}-{column}-{key.hexdigest()[:16]}.arrow"
+
+
+def _values(entities: frozenset[str]) -> pa.Array:
+    return pa.array(sorted(entities), pa.string())
 
 
 def _between(rows: pa.Table, low: int, high: int) -> pa.Table:

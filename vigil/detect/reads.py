@@ -73,8 +73,9 @@ class TopicReads:
         topic, columns = rules[0].topic, read_columns(rules)
         files = self._files[topic]
 
-        def scan(low: datetime, high: datetime, values: pa.Array) -> pa.Table:
-            return scan_events(files.dataset(low, high), low, high, columns,
+        def scan(low: datetime, high: datetime, values: pa.Array, only: set[str] | None
+                 ) -> pa.Table:
+            return scan_events(files.dataset(low, high, only=only), low, high, columns,
                                where=entity_filter({column: values}))
 
         rows = self._cache.read(topic, column, columns, values, start, end, head,

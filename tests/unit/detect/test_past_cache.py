@@ -1,6 +1,7 @@
 """A few entities' long pasts kept between runs equal a fresh read of the lake: new runs
-read only what landed after them, and anything that could make them stale (a late file in
-their span, an entity not kept, a longer reach) reads the lake again."""
+read only what landed after them, a late file in their span or an entity new to them is
+read and added (the entity from only the files that may hold it), and a longer reach
+reads the lake again."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.unit.detect.test_reads import DEFAULTS
 from vigil.detect.past_cache import KEEP_LIMIT, PastCache
 from vigil.detect.reads import TopicReads
 from vigil.detect.rules import load_rules
-from vigil.lake import Lake, epoch_us, file_name, hour_dir, raw_schema
+from vigil.lake import Lake, RawFiles, epoch_us, file_name, hour_dir, raw_schema
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 RULE = next(r for r in load_rules() if r.name == "rapid_transactions")  # by user_id
@@ -84,30 +85,41 @@ def test_a_later_run_reads_only_what_landed_after_the_kept_rows(tmp_path: Path) 
     assert (cache.hits, cache.misses) == (2, 1)
 
 
-def test_a_late_file_in_the_kept_span_is_read_from_the_lake(tmp_path: Path) -> None:
+def test_a_late_file_in_the_kept_span_is_added_to_the_kept_rows(tmp_path: Path) -> None:
     lake, cache, _ = filled(tmp_path, 20)
     both(lake, cache, ["u1"], 0, 20, head=19)
     # Partition 1 lands late: events ten minutes back, inside what is kept.
     land_minute(lake, 10, 0, partition=1, users=["u1", "u7"])
     kept, fresh = both(lake, cache, ["u1"], 1, 21, head=20)
-    assert (cache.hits, cache.misses) == (0, 2)
+    assert (cache.hits, cache.misses) == (1, 1)  # added, not the whole span read again
     pd.testing.assert_frame_equal(kept, fresh)
     assert (kept["_partition"] == 1).sum() == 20  # the late rows are there
     kept, fresh = both(lake, cache, ["u1"], 2, 21, head=20)  # and kept from now on
     pd.testing.assert_frame_equal(kept, fresh)
-    assert cache.hits == 1
+    assert (cache.hits, cache.misses) == (2, 1)
 
 
-def test_entities_not_kept_and_earlier_starts_read_the_lake(tmp_path: Path) -> None:
+def test_a_kept_file_gone_from_the_lake_reads_the_span_again(tmp_path: Path) -> None:
+    lake, cache, _ = filled(tmp_path, 20)
+    both(lake, cache, ["u1"], 0, 20, head=19)
+    gone = next(p for p in lake.files("raw", "transactions", at(0), at(20)) if "+t" in p)
+    lake.fs.delete_file(gone)  # its rows must not outlive it
+    kept, fresh = both(lake, cache, ["u1"], 0, 20, head=19)
+    pd.testing.assert_frame_equal(kept, fresh)
+    assert len(kept) == 20 * 19 and (cache.hits, cache.misses) == (0, 2)
+
+
+def test_entities_new_to_the_kept_rows_join_them_and_earlier_starts_read_the_lake(
+        tmp_path: Path) -> None:
     lake, cache, _ = filled(tmp_path, 20)
     both(lake, cache, ["u1"], 5, 20, head=19)
     for users, start in ((["u3"], 5), (["u1", "u3"], 6), (["u1"], 2), (["u1", "u3"], 3)):
         kept, fresh = both(lake, cache, users, start, 20, head=19)
         pd.testing.assert_frame_equal(kept, fresh)
         assert set(kept["user_id"]) == set(users)
-    # u3 joined u1 in one read; reaching back to minute 2 read the lake again, and then
-    # the same pair from minute 3 was served by what that read kept.
-    assert (cache.hits, cache.misses) == (2, 3)
+    # u3 joined u1's kept rows; reaching back to minute 2 read the lake again (u1 alone),
+    # and u3 joined that from minute 3.
+    assert (cache.hits, cache.added, cache.misses) == (3, 2, 2)
 
 
 def test_a_whole_batch_of_entities_is_not_kept(tmp_path: Path) -> None:
@@ -118,3 +130,37 @@ def test_a_whole_batch_of_entities_is_not_kept(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(kept, fresh)
     assert len(kept) == 20 and cache.misses == 0  # read straight from the lake
     assert not (tmp_path / "kept").exists()
+
+
+def test_an_entity_new_to_the_kept_rows_is_read_from_the_files_that_may_hold_it(
+        tmp_path: Path) -> None:
+    lake, cache = Lake((tmp_path / "lake").as_uri()), PastCache(tmp_path / "kept", "lake")
+    offset = 0
+    for minute in range(20):  # a new user, s1, shows up in the last three minutes
+        offset = land_minute(lake, minute, offset, users=USERS + ["s1"] * (minute >= 17))
+    both(lake, cache, ["u1"], 0, 20, head=19)
+    assert cache.presence is not None
+    cache.index("transactions", "user_id", RawFiles(lake, "transactions", at(0), at(20)),
+                at(0), at(20))
+    assert cache.presence.indexed == 20
+    cache.presence.opened = cache.presence.skipped = 0
+    # A file ruled out is never opened: one without s1, its rows of u1 already kept, is
+    # unreadable while the kept rows are read (a scan opening it would fail).
+    ruled_out = Path(next(p for p in lake.files("raw", "transactions", at(5), at(6))
+                          if "+t" in p))
+    landed = ruled_out.read_bytes()
+    ruled_out.write_bytes(b"not parquet")
+    entities = {"user_id": pa.array(["u1", "s1"])}
+    reads = TopicReads(lake, {"transactions": (at(0), at(20))}, cache)
+    kept = reads.past([RULE], at(0), at(20), entities, at(19)).to_pandas()
+    ruled_out.write_bytes(landed)
+    fresh = reads.narrowed([RULE], at(0), at(20), entities).to_pandas()
+    order = ["timestamp", "_partition", "_offset"]
+    pd.testing.assert_frame_equal(kept.sort_values(order, ignore_index=True),
+                                  fresh.sort_values(order, ignore_index=True))
+    assert (kept["user_id"] == "s1").sum() == 3 * 20
+    assert (cache.hits, cache.added, cache.misses) == (1, 1, 1)
+    # The kept rows end a minute before the batch: of the 18 files up to there, only s1's
+    # (minute 17; at most one more falsely "may hold") were opened for it; the tail was
+    # read for both users.
+    assert cache.presence.skipped >= 16 and 1 <= cache.presence.opened <= 2
