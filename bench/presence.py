@@ -131,14 +131,14 @@ def main() -> None:
         print(f"\nadding a user new to the kept pasts (spiking for {args.spike_seconds:g} s): "
               f"its {RULE.lookback / 60:.0f}-minute look-back over "
               f"{len(files.names(start, end)):,} files, best of 3")
-        print("| step                                         | files read   | time / before |")
-        print("|----------------------------------------------|--------------|---------------|")
-        print(f"| add the user, every file scanned (before)    | {old_files:>12,} | "
-              f"{1:13.2f} |")
-        print(f"| add the user, presence filters (now)         | {new_files:>12,} | "
-              f"{new / old:13.2f} |")
-        print(f"| a run's filters for its {args.partitions} new files (no lock) | "
-              f"{args.partitions:>12,} | {refresh / old:13.2f} |")
+        rows = [("add the user, every file scanned (before)", old_files, 1.0),
+                ("add the user, presence filters (now)", new_files, new / old),
+                (f"a run's filters for its {args.partitions} new files (no lock)",
+                 args.partitions, refresh / old)]
+        print(f"| {'step':<48} | files read | time / before |")
+        print(f"|{'-' * 50}|------------|---------------|")
+        for step, count, share in rows:
+            print(f"| {step:<48} | {count:>10,} | {share:13.2f} |")
         print(f"\nbefore / now: {old / new:.1f}x for the read under the lock; the filters of "
               f"{indexed:,} files took {runs} refreshes, each run's "
               f"{refresh / old:.1%} of the read it saves")
