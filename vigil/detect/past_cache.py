@@ -83,9 +83,9 @@ class PastCache:
         if self.presence is None:
             return 0
         spans = files.spans(start, end)
-        return self.presence.refresh(topic, column, {n: s[1] for n, s in spans.items() if s},
-                              lambda name: files.column(name, column),
-                              epoch_us(start - HORIZON))
+        return self.presence.refresh(
+            topic, column, {name: span[1] for name, span in spans.items() if span},
+            lambda name: files.column(name, column), epoch_us(start - HORIZON))
 
     def read(self, topic: str, column: str, columns: list[str], entities: pa.Array,
              start: datetime, end: datetime, head: datetime,
@@ -130,14 +130,14 @@ class PastCache:
         if {n for n in kept.files if may_hold(n, start, kept_end)} - listed:
             return None  # the lake changed under the kept rows
         late, new = listed - kept.files, wanted - kept.entities
-        parts, since = [kept.rows], kept.start
-        if late or new:  # read from `start` on, not from the kept start
-            parts, since = [_between(kept.rows, epoch_us(start), kept.end)], epoch_us(start)
+        parts, since, reach = [kept.rows], kept.start, min(kept_end, end)
+        if late or new:  # read from `start` on, not from the kept start (nor past `end`)
+            parts, since = [_between(kept.rows, epoch_us(start), epoch_us(reach))], epoch_us(start)
         if late:
-            parts.append(scan(start, kept_end, _values(kept.entities), late))
+            parts.append(scan(start, reach, _values(kept.entities), late))
         if new:
             self.added += 1
-            parts.append(scan(start, kept_end, _values(new),
+            parts.append(scan(start, reach, _values(new),
                               self._possible(topic, kept.column, listed, new)))
         known = kept.entities | new
         named = set(kept.files | listed) if since == kept.start else set(listed)
