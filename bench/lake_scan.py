@@ -36,7 +36,8 @@ START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 Scans = dict[str, Callable[[], object]]  # a run's scans by name, each ready to time
 
 
-def land(lake: Lake, minutes: int, run_seconds: float, partitions: int, rows: int) -> None:
+def land(lake: Lake, minutes: int, run_seconds: float, partitions: int, rows: int,
+         population: int = 200_000) -> None:
     schema, rng = raw_schema("logs"), np.random.default_rng(7)
     runs = int(minutes * 60 / run_seconds)
     for run in range(runs):
@@ -44,7 +45,7 @@ def land(lake: Lake, minutes: int, run_seconds: float, partitions: int, rows: in
             first = START + timedelta(seconds=run * run_seconds)
             micros = epoch_us(first) + np.sort(rng.integers(0, int(run_seconds * 1e6), rows))
             stamps = pa.array(micros, pa.int64()).cast(schema.field("timestamp").type)
-            users = pa.array([f"u{u}" for u in rng.integers(0, 200_000, rows)])
+            users = pa.array([f"u{u}" for u in rng.integers(0, population, rows)])
             offset = (run * partitions + partition) * rows
             table = pa.table({
                 "event_id": [f"e{offset + i}" for i in range(rows)], "timestamp": stamps,

@@ -2,9 +2,10 @@
 logs read through the past cache with presence filters (only the files that may hold it
 opened) vs. without (every file of the hour scanned, as before them).
 
-Lands --minutes of logs the way ingest runs do (a file per partition per run, named with
-its event times; user ids drawn from a population scaled to traffic, as `vigil produce`
-does), a spike user's events in its last minutes, and keeps ten users' pasts. Then, side
+Lands --minutes of logs the way ingest runs do (`bench/lake_scan.py`: a file per partition
+per run, named with its event times; user ids drawn from a population scaled to traffic,
+as `vigil produce` does), a spike user's events in its last seconds, and keeps ten users'
+pasts. Then, side
 by side (best of 3 each), the run that adds the spike user, and the cost a run pays before
 the detection lock to give its new files their filters (--partitions files).
 Run: .venv/bin/python bench/presence.py [--minutes 60 --run-seconds 2.74 --rows 6000]
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,43 +27,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import pyarrow as pa
 
+from bench.lake_scan import START, land
 from vigil.detect.past_cache import MARGIN, PastCache
 from vigil.detect.reads import TopicReads
 from vigil.detect.rules import load_rules
 from vigil.lake import Lake, RawFiles, epoch_us, file_name, hour_dir, raw_schema
 
-START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 RULE = next(r for r in load_rules() if r.name == "user_log_spike")
 SPIKE = "u-spike"
 
 
-def land(lake: Lake, minutes: int, run_seconds: float, partitions: int, rows: int,
-         population: int, spike: float) -> None:
-    """Runs' files of logs; the spike user logs 40 events a minute in the last `spike` s."""
-    schema, rng = raw_schema("logs"), np.random.default_rng(7)
-    spike_from = epoch_us(START + timedelta(minutes=minutes) - timedelta(seconds=spike))
-    for run in range(int(minutes * 60 / run_seconds)):
-        first = START + timedelta(seconds=run * run_seconds)
-        for partition in range(partitions):
-            micros = epoch_us(first) + np.sort(rng.integers(0, int(run_seconds * 1e6), rows))
-            users = np.array([f"u{u:07d}" for u in rng.integers(0, population, rows)],
-                             dtype=object)
-            spiking = np.flatnonzero(micros >= spike_from)[
-                :rng.poisson(40 / 60 * run_seconds / partitions)]
-            users[spiking] = SPIKE
-            stamps = pa.array(micros, pa.int64()).cast(schema.field("timestamp").type)
-            offset = (run * partitions + partition) * rows
-            table = pa.table({
-                "event_id": pa.array(np.char.add("e", np.arange(offset, offset + rows)
-                                                  .astype(str))),
-                "timestamp": stamps, "service": pa.array(["api"] * rows),
-                "host": ["h1"] * rows, "level": ["INFO"] * rows, "message": ["ok"] * rows,
-                "user_id": pa.array(users, pa.string()), "ip": [None] * rows,
-                "trace_id": [None] * rows, "_partition": pa.array([partition] * rows, pa.int32()),
-                "_offset": pa.array(np.arange(offset, offset + rows)),
-                "_kafka_timestamp": stamps, "_ingested_at": stamps}, schema=schema)
-            name = file_name("logs", partition, offset, (int(micros[0]), int(micros[-1])))
-            lake.write(f"{hour_dir('raw', 'logs', first)}/{name}", table)
+def land_spike(lake: Lake, minutes: int, run_seconds: float, partition: int,
+               seconds: float) -> None:
+    """The spike user's 40 events a minute over the last `seconds`, one file per run on a
+    partition of their own (the other users' files as `lake_scan.land` lands them)."""
+    schema, rng = raw_schema("logs"), np.random.default_rng(11)
+    end = START + timedelta(minutes=minutes)
+    first = end - timedelta(seconds=seconds)
+    offset = 0
+    while first < end:
+        n = max(1, rng.poisson(40 / 60 * run_seconds))
+        micros = epoch_us(first) + np.sort(rng.integers(0, int(run_seconds * 1e6), n))
+        stamps = pa.array(micros, pa.int64()).cast(schema.field("timestamp").type)
+        table = pa.table({
+            "event_id": [f"s{offset + i}" for i in range(n)], "timestamp": stamps,
+            "service": ["api"] * n, "host": ["h1"] * n, "level": ["INFO"] * n,
+            "message": ["ok"] * n, "user_id": [SPIKE] * n, "ip": [None] * n,
+            "trace_id": [None] * n, "_partition": pa.array([partition] * n, pa.int32()),
+            "_offset": pa.array(np.arange(offset, offset + n)),
+            "_kafka_timestamp": stamps, "_ingested_at": stamps}, schema=schema)
+        name = file_name("logs", partition, offset, (int(micros[0]), int(micros[-1])))
+        lake.write(f"{hour_dir('raw', 'logs', first)}/{name}", table)
+        offset, first = offset + n, first + timedelta(seconds=run_seconds)
 
 
 def add_spike(lake: Lake, template: Path, work: Path, end: datetime, presence: bool
@@ -100,8 +96,8 @@ def main() -> None:
         lake = Lake((Path(root) / "lake").as_uri())
         print(f"landing {args.minutes} min of logs: {args.partitions} files of {args.rows:,} "
               f"events every {args.run_seconds:g} s ...", flush=True)
-        land(lake, args.minutes, args.run_seconds, args.partitions, args.rows, args.population,
-             args.spike_seconds)
+        land(lake, args.minutes, args.run_seconds, args.partitions, args.rows, args.population)
+        land_spike(lake, args.minutes, args.run_seconds, args.partitions, args.spike_seconds)
         end = START + timedelta(minutes=args.minutes)
         start, head = end - timedelta(seconds=RULE.lookback), end - timedelta(seconds=3)
         files = RawFiles(lake, "logs", start, end)
@@ -109,7 +105,7 @@ def main() -> None:
         cache = PastCache(template, lake.url)
         # The users already kept (near firing earlier): read once, as a run would.
         TopicReads(lake, {"logs": (start, end)}, cache).past(
-            [RULE], start, end, {"user_id": pa.array([f"u{u:07d}" for u in range(10)])}, head)
+            [RULE], start, end, {"user_id": pa.array([f"u{u}" for u in range(10)])}, head)
         began, runs = time.perf_counter(), 0
         while cache.index("logs", "user_id", files, start, end) or runs == 0:
             runs += 1

@@ -140,7 +140,7 @@ class PastCache:
             parts.append(scan(start, reach, _values(new),
                               self._possible(topic, kept.column, listed, new)))
         known = kept.entities | new
-        named = set(kept.files | listed) if since == kept.start else set(listed)
+        named = listed if late or new else set(kept.files)
         if kept.end < epoch_us(end):
             parts.append(scan(kept_end, end, _values(known), None))
             named |= files(kept_end, end)

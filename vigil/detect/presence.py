@@ -54,8 +54,7 @@ def value_hashes(values: pa.Array) -> np.ndarray:
             if data_buffer is not None else np.zeros(0, dtype=np.uint8))
     starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     position = np.arange(len(data)) - np.repeat(starts, lengths)
-    longest = int(lengths.max()) if n else 0
-    powers = np.cumprod(np.full(max(longest, 1), _MULTIPLIER, dtype=_U64), dtype=_U64)
+    powers = np.cumprod(np.full(max(int(lengths.max()), 1), _MULTIPLIER, dtype=_U64), dtype=_U64)
     terms = (data.astype(_U64) + _U64(1)) * powers[position]
     sums = np.concatenate([np.zeros(1, dtype=_U64), np.cumsum(terms, dtype=_U64)])
     mixed = (sums[starts + lengths] - sums[starts]) + lengths.astype(_U64) * _U64(
@@ -112,6 +111,7 @@ class Presence:
         self.opened = 0  # files `may_hold` could not rule out
         self.skipped = 0  # files it did
         self.failure: str | None = None  # why the filters were last unusable, if they were
+        self._ready = False  # the table exists (WAL mode persists in the file)
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -122,13 +122,15 @@ class Presence:
         conn = sqlite3.connect(self.path, timeout=60)
         try:
             with conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS file_values (lake TEXT, topic TEXT, "
-                             "field TEXT, file TEXT, last_event INTEGER, filter BLOB, "
-                             "PRIMARY KEY (lake, topic, field, file))")
+                if not self._ready:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("CREATE TABLE IF NOT EXISTS file_values (lake TEXT, "
+                                 "topic TEXT, field TEXT, file TEXT, last_event INTEGER, "
+                                 "filter BLOB, PRIMARY KEY (lake, topic, field, file))")
+                    self._ready = True
                 yield conn
         except sqlite3.DatabaseError as exc:  # corrupt, or locked past the timeout
-            self.failure = f"{self.path}: {exc}"
+            self.failure, self._ready = f"{self.path}: {exc}", False
             if not isinstance(exc, sqlite3.OperationalError):
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{self.path}{suffix}").unlink(missing_ok=True)
